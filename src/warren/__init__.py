@@ -1,0 +1,3 @@
+"""Warren: reliable RabbitMQ worker roles for Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,249 @@
+"""One AMQP connection with a consuming channel and a confirming publish channel.
+
+pika's BlockingConnection is not thread-safe: every method here must be called on the thread that
+opened the session, except ``call_soon_threadsafe``, which is how handler threads hand results back.
+pika's exceptions are translated into ``warren.errors`` at this boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pika
+import pika.exceptions as px
+from pika.adapters.blocking_connection import BlockingChannel
+
+from warren.config import Settings, redact_url
+from warren.errors import BrokerUnavailable, Nacked, RequestTimeout, TopologyError, Unroutable, WarrenError
+from warren.messages import Delivery, Outgoing
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (
+    px.AMQPConnectionError,
+    px.ConnectionClosed,
+    px.StreamLostError,
+    px.ConnectionWrongStateError,
+    px.ChannelWrongStateError,
+    ConnectionError,
+    socket.error,
+)
+
+
+def connection_parameters(settings: Settings, *, name: str) -> pika.URLParameters:
+    """pika parameters from the settings; the URL's own options are kept, ours win where set."""
+    url = settings.resolved_broker_url()
+    try:
+        params = pika.URLParameters(url)
+    except Exception as e:  # pika raises several types for a malformed URL
+        raise WarrenError(f"invalid broker URL {redact_url(url)}: {type(e).__name__}") from None
+    params.heartbeat = settings.heartbeat
+    params.blocked_connection_timeout = max(60.0, settings.heartbeat * 2.0)
+    params.socket_timeout = settings.connect_timeout
+    params.stack_timeout = settings.connect_timeout * 2
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": name, "product": "warren"}
+    return params
+
+
+def to_properties(message: Outgoing) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=message.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=message.message_id,
+        type=message.type,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        headers=dict(message.headers) if message.headers else None,
+        timestamp=message.timestamp,
+        expiration=str(message.expiration_ms) if message.expiration_ms is not None else None,
+    )
+
+
+def to_delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> Delivery:
+    return Delivery(
+        delivery_tag=method.delivery_tag,
+        redelivered=bool(method.redelivered),
+        exchange=method.exchange,
+        routing_key=method.routing_key,
+        body=body,
+        message_id=properties.message_id,
+        type=properties.type,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        headers=properties.headers or {},
+        content_type=properties.content_type,
+        timestamp=properties.timestamp,
+    )
+
+
+@contextlib.contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Run a pika call, re-raising its failures as Warren errors."""
+    try:
+        yield
+    except px.UnroutableError as e:
+        raise Unroutable(f"{action}: no queue is bound for this message") from e
+    except px.NackError as e:
+        raise Nacked(f"{action}: the broker refused the message") from e
+    except px.ChannelClosedByBroker as e:
+        if e.reply_code in (404, 406):
+            raise TopologyError(f"{action}: {e.reply_text}") from e
+        raise BrokerUnavailable(f"{action}: channel closed by broker: {e.reply_code} {e.reply_text}") from e
+    except px.ProbableAuthenticationError as e:
+        raise BrokerUnavailable(f"{action}: the broker refused the credentials") from e
+    except px.ProbableAccessDeniedError as e:
+        raise BrokerUnavailable(f"{action}: access to the virtual host was refused") from e
+    except _CONNECTION_ERRORS as e:
+        raise BrokerUnavailable(f"{action}: {_why(e)}") from e
+
+
+def _why(error: BaseException) -> str:
+    """The innermost readable cause of a pika connection error (pika nests them in args)."""
+    while True:
+        inner = getattr(error, "exception", None)
+        if not isinstance(inner, BaseException) and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Session:
+    """A connection with two channels: one consumes, one publishes with confirms."""
+
+    REPLY_TO = "amq.rabbitmq.reply-to"
+
+    def __init__(self, connection: pika.BlockingConnection) -> None:
+        self._connection = connection
+        self._replies: dict[str, bytes] | None = None
+        with translated("opening channels"):
+            self._consume: BlockingChannel = connection.channel()
+            self._publish: BlockingChannel = connection.channel()
+            self._publish.confirm_delivery()
+        self._consumer_tag: str | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, *, name: str) -> Session:
+        params = connection_parameters(settings, name=name)
+        with translated(f"connecting to {params.host}:{params.port}"):
+            return cls(pika.BlockingConnection(params))
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection.is_open and self._consume.is_open and self._publish.is_open)
+
+    # -- topology -----------------------------------------------------------------------------
+    def declare_exchange(self, name: str, kind: str) -> None:
+        with translated(f"declaring exchange {name!r}"):
+            self._publish.exchange_declare(name, exchange_type=kind, durable=True)
+
+    def declare_queue(self, name: str, arguments: Mapping[str, Any]) -> None:
+        with translated(f"declaring queue {name!r}"):
+            self._publish.queue_declare(name, durable=True, arguments=dict(arguments))
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None:
+        with translated(f"binding queue {queue!r} to {exchange!r}"):
+            self._publish.queue_bind(queue, exchange, routing_key=routing_key)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        with translated(f"binding exchange {destination!r} to {source!r}"):
+            self._publish.exchange_bind(destination, source, routing_key=routing_key)
+
+    def queue_depth(self, name: str) -> tuple[int, int]:
+        """(ready messages, consumers) of an existing queue."""
+        with translated(f"inspecting queue {name!r}"):
+            ok = self._publish.queue_declare(name, passive=True).method
+        return ok.message_count, ok.consumer_count
+
+    # -- consuming ----------------------------------------------------------------------------
+    def consume(self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]) -> None:
+        def callback(_ch: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+            on_delivery(to_delivery(method, properties, body))
+
+        with translated(f"consuming from {queue!r}"):
+            self._consume.basic_qos(prefetch_count=prefetch)
+            self._consumer_tag = self._consume.basic_consume(queue, callback, auto_ack=False)
+
+    def cancel(self) -> None:
+        """Stop new deliveries; messages already delivered stay ours to ack."""
+        if self._consumer_tag is None:
+            return
+        tag, self._consumer_tag = self._consumer_tag, None
+        with translated("cancelling the consumer"):
+            self._consume.basic_cancel(tag)
+
+    def ack(self, delivery_tag: int) -> None:
+        with translated("acknowledging"):
+            self._consume.basic_ack(delivery_tag)
+
+    def reject(self, delivery_tag: int) -> None:
+        """Reject without requeue: the queue's dead-letter exchange takes the message."""
+        with translated("rejecting"):
+            self._consume.basic_reject(delivery_tag, requeue=False)
+
+    def get(self, queue: str) -> Delivery | None:
+        """Fetch one message with basic.get (manual ack on the consume channel), or None."""
+        with translated(f"reading {queue!r}"):
+            method, properties, body = self._consume.basic_get(queue, auto_ack=False)
+        return None if method is None else to_delivery(method, properties, body)
+
+    # -- publishing ---------------------------------------------------------------------------
+    def publish(self, message: Outgoing, *, mandatory: bool = True) -> None:
+        """Publish persistent and mandatory; returns only once the broker confirmed it.
+
+        ``mandatory=False`` is for replies to direct reply-to only: RabbitMQ returns every
+        mandatory publish to a reply-to address even when it delivers it.
+        """
+        with translated(f"publishing to {message.exchange or '(default)'}/{message.routing_key}"):
+            self._publish.basic_publish(
+                message.exchange, message.routing_key, message.body, to_properties(message), mandatory=mandatory
+            )
+
+    def request(self, message: Outgoing, *, timeout: float) -> Any:
+        """Publish a request with ``reply_to`` set to direct reply-to; the decoded JSON reply."""
+        if message.correlation_id is None or message.reply_to != self.REPLY_TO:
+            raise ValueError("a request needs a correlation_id and reply_to=Session.REPLY_TO")
+        if self._replies is None:
+            replies: dict[str, bytes] = {}
+
+            def on_reply(_ch: Any, _method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+                if properties.correlation_id:
+                    replies[properties.correlation_id] = body
+
+            with translated("listening for replies"):
+                self._publish.basic_consume(self.REPLY_TO, on_reply, auto_ack=True)
+            self._replies = replies
+        self.publish(message)
+        deadline = time.monotonic() + timeout
+        with translated("waiting for a reply"):
+            while message.correlation_id not in self._replies:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout(f"no reply to {message.type or 'request'} within {timeout:g}s")
+                self._connection.process_data_events(time_limit=min(remaining, 0.5))
+        return json.loads(self._replies.pop(message.correlation_id))
+
+    # -- the I/O loop -------------------------------------------------------------------------
+    def run(self, seconds: float) -> None:
+        """Process network events (deliveries, heartbeats, scheduled callbacks) for up to ``seconds``."""
+        with translated("processing events"):
+            self._connection.process_data_events(time_limit=seconds)
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Schedule ``callback`` on the session's thread; safe from any thread."""
+        with translated("waking the I/O loop"):
+            self._connection.add_callback_threadsafe(callback)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._connection.is_open:
+                self._connection.close()

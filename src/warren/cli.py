@@ -1,0 +1,166 @@
+"""The ``warren`` command: worker, publish, request, topology.
+
+Exit status: 0 success; 1 the broker refused or could not be reached; 2 bad configuration or
+usage; 3 the broker's topology conflicts with ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from warren import topology
+from warren.config import Settings, load_settings
+from warren.errors import ConfigError, PublishRefused, RequestTimeout, TopologyError, WarrenError
+from warren.worker.pool import BUILTIN_POOLS, Pool, load_pool
+
+log = logging.getLogger("warren")
+
+EXIT_BROKER = 1
+EXIT_CONFIG = 2
+EXIT_TOPOLOGY = 3
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # pika logs every connection failure with a traceback; Warren reports them in one line.
+    logging.getLogger("pika").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.CRITICAL)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warren", description="Reliable RabbitMQ worker roles.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="consume a pool's queue until SIGTERM")
+    worker.add_argument("pool", help=f"built-in pool ({', '.join(sorted(BUILTIN_POOLS))}) or module:attribute")
+
+    publish = sub.add_parser("publish", help="publish a task, confirmed by the broker")
+    publish.add_argument("pool")
+    publish.add_argument("task_type")
+    publish.add_argument("payload", nargs="?", default="{}", help="JSON payload, or - for standard input")
+    publish.add_argument("--id", dest="message_id", help="message id (default: a new UUID)")
+    publish.add_argument("--correlation-id")
+    publish.add_argument("--count", type=int, default=1, help="publish this many copies as one confirmed batch")
+
+    request = sub.add_parser("request", help="send a task and wait for its reply (request/reply)")
+    request.add_argument("pool")
+    request.add_argument("task_type")
+    request.add_argument("payload", nargs="?", default="{}")
+    request.add_argument("--timeout", type=float, default=10.0)
+
+    topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
+    topo_sub = topo.add_subparsers(dest="action", required=True)
+    for action in ("show", "apply"):
+        p = topo_sub.add_parser(action)
+        p.add_argument("pools", nargs="*", help="pools to include (default: every built-in pool)")
+        if action == "show":
+            p.add_argument("--json", action="store_true", help="print JSON (the default is a short listing)")
+    return parser
+
+
+def _payload(text: str) -> Any:
+    raw = sys.stdin.read() if text == "-" else text
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"payload is not valid JSON: {e}") from None
+
+
+def _topology_for(settings: Settings, specs: Sequence[str]) -> topology.Topology:
+    pools: list[Pool] = [load_pool(spec) for spec in (specs or sorted(BUILTIN_POOLS))]
+    return topology.build(
+        settings,
+        pools=[p.name for p in pools],
+        broadcast=[name for p in pools for name in p.broadcast],
+        topics=[t for p in pools for t in p.topics],
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"warren: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(settings)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as e:
+        print(f"warren: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TopologyError as e:
+        print(f"warren: topology conflict: {e}", file=sys.stderr)
+        return EXIT_TOPOLOGY
+    except (PublishRefused, RequestTimeout) as e:
+        print(f"warren: {e}", file=sys.stderr)
+        return EXIT_BROKER
+    except WarrenError as e:
+        print(f"warren: {e}", file=sys.stderr)
+        return EXIT_BROKER
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from warren.broker import Session
+    from warren.producer import Producer, task_message
+
+    if args.command == "worker":
+        from warren.worker.runtime import Worker
+
+        worker = Worker(load_pool(args.pool), settings)
+        worker.install_signal_handlers()
+        return worker.run()
+    if args.command == "publish":
+        payload = _payload(args.payload)
+        with Producer(settings, name="warren-cli") as producer:
+            if args.count == 1:
+                message_id = producer.publish(
+                    args.pool, args.task_type, payload, message_id=args.message_id, correlation_id=args.correlation_id
+                )
+                print(message_id)
+            else:
+                messages = [
+                    task_message(producer.names, args.pool, args.task_type, payload, correlation_id=args.correlation_id)
+                    for _ in range(args.count)
+                ]
+                producer.publish_batch(messages)
+                print(f"published {len(messages)} messages")
+        return 0
+    if args.command == "request":
+        with Producer(settings, name="warren-cli") as producer:
+            reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
+        print(json.dumps(reply))
+        return 0
+    if args.command == "topology":
+        topo = _topology_for(settings, args.pools)
+        if args.action == "show":
+            if args.json:
+                print(topo.to_json())
+            else:
+                for e in topo.exchanges:
+                    print(f"exchange {e.name} ({e.kind})")
+                for q in topo.queues:
+                    print(f"queue    {q.name} {json.dumps(dict(q.arguments), sort_keys=True)}")
+                for b in topo.bindings:
+                    print(f"binding  {b.source} -> {b.destination} [{b.routing_key}]")
+            return 0
+        session = Session.open(settings, name="warren-topology")
+        try:
+            topology.apply(session, topo)
+        finally:
+            session.close()
+        print(f"applied {len(topo.exchanges)} exchanges, {len(topo.queues)} queues, {len(topo.bindings)} bindings")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main() -> None:
+    sys.exit(run())

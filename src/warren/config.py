@@ -1,0 +1,181 @@
+"""Settings: the only reader of the environment.
+
+Every knob is a ``WARREN_*`` environment variable (or a ``.env`` file). Credentials may instead be
+read from files, the way Kubernetes mounts Secrets (``WARREN_BROKER_URL_FILE``,
+``WARREN_BROKER_PASSWORD_FILE``). ``load_settings`` turns validation errors into a ``ConfigError``
+whose one-line message names the setting and never echoes a secret value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from warren.errors import ConfigError
+
+ENV_PREFIX = "WARREN_"
+_SECRET_FIELDS = frozenset({"broker_url", "broker_password"})
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Everything a Warren process can be told, with safe defaults for a local broker."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    broker_url: SecretStr = Field(
+        default=SecretStr("amqp://localhost:5672/%2F"),
+        description="AMQP URL of the broker; may carry credentials (never logged).",
+    )
+    broker_url_file: Path | None = Field(
+        default=None, description="File holding the broker URL (a mounted Secret); wins over broker_url."
+    )
+    broker_username: str | None = Field(default=None, description="Overrides the URL's user name.")
+    broker_password: SecretStr | None = Field(default=None, description="Overrides the URL's password.")
+    broker_password_file: Path | None = Field(
+        default=None, description="File holding the broker password (a mounted Secret)."
+    )
+    namespace: str = Field(
+        default="warren",
+        description="Prefix of every exchange and queue name, so several systems share one vhost.",
+    )
+    heartbeat: int = Field(default=30, ge=1, le=600, description="AMQP heartbeat interval, seconds.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="TCP connect and AMQP handshake timeout, seconds.")
+    prefetch: int = Field(default=1, ge=1, le=1000, description="Unacked messages per worker; also its concurrency.")
+    queue_type: Literal["quorum", "classic"] = Field(
+        default="quorum", description="Work queue type; classic only for brokers without quorum queues."
+    )
+    delivery_limit: int = Field(
+        default=5, ge=1, le=1000,
+        description="Deliveries a message may crash its worker on before it is dead-lettered as a crash loop.",
+    )
+    retry_max_attempts: int = Field(
+        default=5, ge=1, le=30, description="Handler attempts before a failing task is dead-lettered."
+    )
+    retry_initial_delay_ms: int = Field(default=1000, ge=1, description="Delay before the first retry, ms.")
+    retry_multiplier: float = Field(default=2.0, ge=1.0, le=10.0, description="Growth of the delay per attempt.")
+    retry_max_delay_ms: int = Field(default=300_000, ge=1, description="Upper bound of a retry delay, ms.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Larger message bodies are dead-lettered as oversized."
+    )
+    shutdown_grace: float = Field(
+        default=30.0, gt=0, description="Seconds to finish in-flight tasks after SIGTERM before giving up."
+    )
+    reconnect_initial_delay: float = Field(default=0.5, gt=0, description="First reconnect delay, seconds.")
+    reconnect_max_delay: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay, seconds.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_a_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _delays_are_ordered(self) -> Settings:
+        if self.retry_max_delay_ms < self.retry_initial_delay_ms:
+            raise ValueError("WARREN_RETRY_MAX_DELAY_MS must not be below WARREN_RETRY_INITIAL_DELAY_MS")
+        if self.reconnect_max_delay < self.reconnect_initial_delay:
+            raise ValueError("WARREN_RECONNECT_MAX_DELAY must not be below WARREN_RECONNECT_INITIAL_DELAY")
+        return self
+
+    def retry_delays_ms(self) -> tuple[int, ...]:
+        """The delay before each retry: attempt 1 failed -> first delay, and so on."""
+        return retry_delays_ms(
+            attempts=self.retry_max_attempts,
+            initial_ms=self.retry_initial_delay_ms,
+            multiplier=self.retry_multiplier,
+            cap_ms=self.retry_max_delay_ms,
+        )
+
+    def resolved_broker_url(self) -> str:
+        """The broker URL with file-mounted credentials applied. Secret: never log it."""
+        url = _read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
+        password = _read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
+        if password is None and self.broker_password is not None:
+            password = self.broker_password.get_secret_value()
+        if self.broker_username is None and password is None:
+            return url
+        parts = urlsplit(url)
+        user = self.broker_username if self.broker_username is not None else unquote(parts.username or "")
+        if password is None:
+            password = unquote(parts.password or "")
+        host = parts.hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def retry_delays_ms(*, attempts: int, initial_ms: int, multiplier: float, cap_ms: int) -> tuple[int, ...]:
+    """Exponential backoff, capped: one delay between each pair of consecutive attempts."""
+    return tuple(min(cap_ms, math.ceil(initial_ms * multiplier**n)) for n in range(attempts - 1))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _read_secret_file(path: Path | None, setting: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"{setting}: cannot read {path}: {e.strerror}") from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, or raise ConfigError with one readable line."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+    settings.resolved_broker_url()  # surfaces unreadable credential files at start-up
+    return settings
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if field and field not in _SECRET_FIELDS and "input" in item:
+            message += f" (got {item['input']!r})"
+        lines.append(f"invalid setting {name}: {message}")
+    return "; ".join(lines)
+
+
+class SelftestSettings(BaseSettings):
+    """Knobs of the selftest pool, used to make one worker slower than another in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="WARREN_SELFTEST_", extra="ignore", frozen=True)
+
+    extra_ms: int = Field(default=0, ge=0, le=600_000, description="Added to every selftest work task, ms.")

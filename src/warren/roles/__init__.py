@@ -1,0 +1,1 @@
+"""Roles: one module per worker pool, schemas beside handlers."""

@@ -1,0 +1,79 @@
+"""The selftest pool: tasks that work, fail, refuse or crash on demand.
+
+It exists so the runtime can be proved end to end (tests, chaos scenarios, benchmarks, a fresh
+cluster) without any business code. Each completed task emits ``selftest.completed`` with the
+task id and the worker that did it; the ``selftest-ledger`` subscription collects those events.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import time
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from warren.config import SelftestSettings
+from warren.errors import PermanentError, RetryableError
+from warren.worker import Pool, TaskContext
+
+pool = Pool("selftest", broadcast=("selftest-ledger",), description="runtime self-test tasks")
+
+COMPLETED = "selftest.completed"
+
+
+class Work(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ms: int = Field(default=0, ge=0, le=3_600_000, description="Simulated processing time.")
+
+
+class Fail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message: str = Field(default="simulated failure", max_length=500)
+
+
+class Nothing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@functools.cache
+def _settings() -> SelftestSettings:
+    return SelftestSettings()
+
+
+@pool.task("work", schema=Work)
+def work(payload: Work, ctx: TaskContext) -> dict[str, object]:
+    ms = payload.ms + _settings().extra_ms
+    if ms:
+        time.sleep(ms / 1000)
+    done = {
+        "id": ctx.task_id,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "attempt": ctx.attempt,
+        "redelivered": ctx.redelivered,
+    }
+    ctx.emit(COMPLETED, done)
+    return done
+
+
+@pool.task("noop", schema=None)
+def noop(payload: object, ctx: TaskContext) -> None:
+    """Does nothing and emits nothing: the benchmark's handler."""
+
+
+@pool.task("fail", schema=Fail)
+def fail(payload: Fail, ctx: TaskContext) -> None:
+    raise RetryableError(payload.message)
+
+
+@pool.task("refuse", schema=Fail)
+def refuse(payload: Fail, ctx: TaskContext) -> None:
+    raise PermanentError(payload.message)
+
+
+@pool.task("crash", schema=Nothing)
+def crash(payload: Nothing, ctx: TaskContext) -> None:
+    """Kill the whole worker process, as an out-of-memory kill or a segfault would."""
+    os.kill(os.getpid(), signal.SIGKILL)

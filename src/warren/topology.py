@@ -1,0 +1,205 @@
+"""The declarative topology: every exchange, queue and binding, derived from settings and pools.
+
+Workers, the API, the CLI and the operator read this one description; ``apply`` declares it
+idempotently (declaring an entity that exists with the same arguments is a no-op in AMQP).
+
+Names, for namespace ``ns`` and pool ``p``:
+- ``ns.tasks`` (direct): routing key ``p`` -> work queue ``ns.p``;
+- ``ns.events`` (topic): events by name (``order.created``); topic subscribers bind patterns;
+- ``ns.broadcast`` (fanout): bound to ``ns.events`` with ``#``; broadcast subscribers see every event;
+- ``ns.dlx`` (direct): routing key ``ns.p`` -> dead-letter queue ``ns.p.dlq``;
+- ``ns.p.retry.<ms>``: delay queues whose TTL dead-letters back into ``ns.p``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from warren.config import Settings
+
+ExchangeKind = Literal["direct", "fanout", "topic", "headers"]
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    name: str
+    kind: ExchangeKind
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    source: str
+    destination: str
+    routing_key: str
+    to_exchange: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A queue that receives events: every event (``patterns=("#",)`` on broadcast) or by topic."""
+
+    name: str
+    patterns: tuple[str, ...] = ("#",)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolNames:
+    """The names one work pool uses."""
+
+    queue: str
+    dead_letter_queue: str
+    retry_queues: tuple[tuple[int, str], ...]  # (delay ms, queue name), one per distinct delay
+
+    def retry_queue_for(self, delay_ms: int) -> str:
+        return next(name for delay, name in self.retry_queues if delay == delay_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exchanges": [asdict(e) for e in self.exchanges],
+            "queues": [{"name": q.name, "arguments": dict(q.arguments)} for q in self.queues],
+            "bindings": [asdict(b) for b in self.bindings],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False)
+
+
+class Declarer(Protocol):
+    def declare_exchange(self, name: str, kind: str) -> None: ...
+    def declare_queue(self, name: str, arguments: Mapping[str, Any]) -> None: ...
+    def bind_queue(self, queue: str, exchange: str, routing_key: str) -> None: ...
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None: ...
+
+
+class Names:
+    """Every name derives from the namespace, so systems sharing a vhost never collide."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.tasks = f"{namespace}.tasks"
+        self.events = f"{namespace}.events"
+        self.broadcast = f"{namespace}.broadcast"
+        self.dlx = f"{namespace}.dlx"
+
+    def queue(self, pool: str) -> str:
+        return f"{self.namespace}.{pool}"
+
+    def subscription(self, name: str) -> str:
+        return f"{self.namespace}.sub.{name}"
+
+    def rpc(self, name: str) -> str:
+        return f"{self.namespace}.rpc.{name}"
+
+    def pool(self, pool: str, retry_delays_ms: Iterable[int]) -> PoolNames:
+        queue = self.queue(pool)
+        delays = sorted(set(retry_delays_ms))
+        return PoolNames(
+            queue=queue,
+            dead_letter_queue=f"{queue}.dlq",
+            retry_queues=tuple((d, f"{queue}.retry.{d}") for d in delays),
+        )
+
+
+def _durable(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Arguments every Warren queue shares: the queue type and, on quorum, safe dead-lettering."""
+    if settings.queue_type == "quorum":
+        args: dict[str, Any] = {"x-queue-type": "quorum"}
+        if "x-dead-letter-exchange" in extra:
+            # at-least-once dead-lettering needs reject-publish overflow; without it, quorum
+            # queues silently fall back to at-most-once.
+            args.update({"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+    else:
+        args = {"x-queue-type": "classic"}
+    args.update(extra)
+    return args
+
+
+def build(
+    settings: Settings,
+    *,
+    pools: Iterable[str] = (),
+    broadcast: Iterable[str] = (),
+    topics: Iterable[Subscription] = (),
+    rpc: Iterable[str] = (),
+) -> Topology:
+    """The whole topology for these pools, broadcast subscribers, topic subscribers and RPC queues."""
+    names = Names(settings.namespace)
+    exchanges = (
+        Exchange(names.tasks, "direct"),
+        Exchange(names.events, "topic"),
+        Exchange(names.broadcast, "fanout"),
+        Exchange(names.dlx, "direct"),
+    )
+    queues: list[Queue] = []
+    bindings: list[Binding] = [Binding(names.events, names.broadcast, "#", to_exchange=True)]
+    for pool in pools:
+        pn = names.pool(pool, settings.retry_delays_ms())
+        work_args = {"x-dead-letter-exchange": names.dlx, "x-dead-letter-routing-key": pn.queue}
+        if settings.queue_type == "quorum":
+            # Explicit, never the broker's default (RabbitMQ 4.x defaults to 20).
+            work_args["x-delivery-limit"] = settings.delivery_limit
+        queues.append(Queue(pn.queue, _durable(settings, **work_args)))
+        queues.append(Queue(pn.dead_letter_queue, _durable(settings)))
+        for delay, name in pn.retry_queues:
+            queues.append(
+                Queue(
+                    name,
+                    _durable(
+                        settings,
+                        **{
+                            "x-message-ttl": delay,
+                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-routing-key": pn.queue,
+                        },
+                    ),
+                )
+            )
+        bindings.append(Binding(names.tasks, pn.queue, pool))
+        bindings.append(Binding(names.dlx, pn.dead_letter_queue, pn.queue))
+    for name in broadcast:
+        queue = names.subscription(name)
+        queues.append(Queue(queue, _durable(settings)))
+        bindings.append(Binding(names.broadcast, queue, ""))
+    for sub in topics:
+        queue = names.subscription(sub.name)
+        queues.append(Queue(queue, _durable(settings)))
+        bindings.extend(Binding(names.events, queue, pattern) for pattern in sub.patterns)
+    for name in rpc:
+        queues.append(Queue(names.rpc(name), _durable(settings)))
+    return Topology(exchanges=exchanges, queues=tuple(_unique(queues)), bindings=tuple(_unique(bindings)))
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    seen: dict[Any, Any] = {}
+    for item in items:
+        seen.setdefault(item.name if isinstance(item, Queue) else item, item)
+    return list(seen.values())
+
+
+def apply(declarer: Declarer, topology: Topology) -> None:
+    """Declare everything, in dependency order; safe to run any number of times."""
+    for exchange in topology.exchanges:
+        declarer.declare_exchange(exchange.name, exchange.kind)
+    for queue in topology.queues:
+        declarer.declare_queue(queue.name, queue.arguments)
+    for binding in topology.bindings:
+        if binding.to_exchange:
+            declarer.bind_exchange(binding.destination, binding.source, binding.routing_key)
+        else:
+            declarer.bind_queue(binding.destination, binding.source, binding.routing_key)

@@ -1,0 +1,91 @@
+"""What to do with a handled message: a pure function of (outcome, attempt, policy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from warren.worker.deadletter import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_attempts: int
+    retry_delays_ms: tuple[int, ...]  # delay after failed attempt n is retry_delays_ms[n - 1]
+    delivery_limit: int
+    max_body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The handler raised; ``permanent`` when it said the task can never succeed."""
+
+    error_class: str
+    error_message: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    """The message could not be given to a handler at all."""
+
+    reason: Reason
+    error_class: str
+    error_message: str
+
+
+Outcome = Succeeded | Failed | BadInput
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    delay_ms: int
+    attempt: int  # the attempt that failed
+    error_class: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: Reason
+    error_class: str | None
+    error_message: str | None
+    attempts: int
+
+
+Action = Complete | Retry | DeadLetter
+
+
+def decide(outcome: Outcome, *, attempt: int, policy: Policy) -> Action:
+    """``attempt`` counts from 1: the handler attempt this outcome belongs to."""
+    match outcome:
+        case Succeeded():
+            return Complete()
+        case BadInput(reason=reason, error_class=cls, error_message=msg):
+            return DeadLetter(reason, cls, msg, attempts=attempt)
+        case Failed(permanent=True, error_class=cls, error_message=msg):
+            return DeadLetter(Reason.PERMANENT_FAILURE, cls, msg, attempts=attempt)
+        case Failed(error_class=cls, error_message=msg) if attempt < policy.max_attempts:
+            return Retry(policy.retry_delays_ms[attempt - 1], attempt, cls, msg)
+        case Failed(error_class=cls, error_message=msg):
+            return DeadLetter(Reason.RETRIES_EXHAUSTED, cls, msg, attempts=attempt)
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def crash_loop(delivery_count: int, *, policy: Policy) -> bool:
+    """True when earlier deliveries ended without an ack ``delivery_limit`` times.
+
+    Handlers never requeue (retries go through delay queues), so a delivery that ended unacked
+    means its worker died or lost its connection mid-task. The broker's own ``x-delivery-limit``
+    is the same number, as a backstop should the worker die even while dead-lettering.
+    """
+    return delivery_count >= policy.delivery_limit

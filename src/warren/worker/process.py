@@ -1,0 +1,218 @@
+"""Handling one delivery, off the I/O thread: validate, run the handler, decide, build follow-ups.
+
+Nothing here touches the connection: the result is a list of messages to publish (with confirms)
+and whether to ack, which the I/O thread carries out in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from warren.errors import PermanentError
+from warren.messages import Delivery, Outgoing, encode_json
+from warren.topology import Names, PoolNames
+from warren.worker import deadletter
+from warren.worker.decision import (
+    Action,
+    BadInput,
+    Complete,
+    DeadLetter,
+    Failed,
+    Outcome,
+    Policy,
+    Retry,
+    Succeeded,
+    crash_loop,
+    decide,
+)
+from warren.worker.deadletter import Reason
+from warren.worker.pool import Pool, TaskContext
+
+log = logging.getLogger("warren.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    delivery: Delivery
+    action: Action
+    publishes: tuple[Outgoing, ...]
+    reply: Outgoing | None
+    attempt: int
+    task_type: str
+    seconds: float
+
+
+class Processor:
+    def __init__(self, pool: Pool, *, names: Names, pool_names: PoolNames, policy: Policy) -> None:
+        self.pool = pool
+        self.names = names
+        self.pool_names = pool_names
+        self.policy = policy
+
+    def handle(self, delivery: Delivery) -> Result:
+        started = time.monotonic()
+        failed_before = _int_header(delivery.headers.get(deadletter.H_ATTEMPT))
+        attempt = failed_before + 1
+        task_type = delivery.type or "?"
+        ctx: TaskContext | None = None
+        returned: Any = None
+        if crash_loop(delivery.delivery_count, policy=self.policy):
+            attempt = delivery.delivery_count  # every one of those deliveries was an attempt
+            outcome: Outcome = BadInput(
+                Reason.CRASH_LOOP,
+                "WorkerDied",
+                f"the worker died or lost its connection {delivery.delivery_count} times handling this message",
+            )
+        else:
+            checked = self._check(delivery)
+            if isinstance(checked, BadInput):
+                outcome = checked
+            else:
+                spec, payload = checked
+                ctx = TaskContext(
+                    task_id=delivery.message_id or "",
+                    task_type=spec.name,
+                    pool=self.pool.name,
+                    attempt=attempt,
+                    redelivered=delivery.redelivered,
+                    correlation_id=delivery.correlation_id,
+                    logger=log,
+                )
+                outcome, returned = self._run(spec.handler, payload, ctx)
+        action = decide(outcome, attempt=attempt, policy=self.policy)
+        publishes, reply = self.follow_ups(delivery, action, ctx, returned)
+        return Result(delivery, action, publishes, reply, attempt, task_type, time.monotonic() - started)
+
+    def _check(self, delivery: Delivery) -> BadInput | tuple[Any, Any]:
+        if len(delivery.body) > self.policy.max_body_bytes:
+            return BadInput(
+                Reason.OVERSIZED_BODY,
+                "OversizedBody",
+                f"body is {len(delivery.body)} bytes; the limit is {self.policy.max_body_bytes}",
+            )
+        spec = self.pool.tasks.get(delivery.type or "")
+        if spec is None:
+            known = ", ".join(sorted(self.pool.tasks)) or "none"
+            return BadInput(
+                Reason.UNKNOWN_TASK,
+                "UnknownTask",
+                f"pool {self.pool.name!r} has no task {delivery.type!r} (known: {known})",
+            )
+        try:
+            data = json.loads(delivery.body.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return BadInput(Reason.MALFORMED_BODY, type(e).__name__, f"body is not UTF-8: {e}")
+        except json.JSONDecodeError as e:
+            return BadInput(Reason.MALFORMED_BODY, type(e).__name__, f"body is not JSON: {e}")
+        if spec.schema is None:
+            return spec, data
+        try:
+            return spec, spec.schema.model_validate(data)
+        except ValidationError as e:
+            return BadInput(Reason.SCHEMA_VIOLATION, "ValidationError", _summarise(e))
+
+    @staticmethod
+    def _run(handler: Any, payload: Any, ctx: TaskContext) -> tuple[Outcome, Any]:
+        try:
+            returned = handler(payload, ctx)
+        except PermanentError as e:
+            return Failed(type(e).__name__, str(e), permanent=True), None
+        except Exception as e:  # any other failure is retried: the handler's own bug included
+            log.debug("handler raised", exc_info=True)
+            return Failed(type(e).__name__, str(e) or repr(e)), None
+        return Succeeded(), returned
+
+    def follow_ups(
+        self, delivery: Delivery, action: Action, ctx: TaskContext | None = None, returned: Any = None
+    ) -> tuple[tuple[Outgoing, ...], Outgoing | None]:
+        """The messages that must be confirmed before ``delivery`` is acked, and the reply if any."""
+        match action:
+            case Complete():
+                events = tuple(
+                    Outgoing(
+                        exchange=self.names.events,
+                        routing_key=event,
+                        body=encode_json(data),
+                        type=event,
+                        correlation_id=delivery.message_id,
+                        headers={"x-warren-pool": self.pool.name},
+                    )
+                    for event, data in (ctx.events if ctx else ())
+                )
+                reply = None
+                if delivery.reply_to:
+                    reply = Outgoing(
+                        exchange="",
+                        routing_key=delivery.reply_to,
+                        body=encode_json(returned),
+                        correlation_id=delivery.correlation_id or delivery.message_id,
+                    )
+                return events, reply
+            case Retry(delay_ms=delay, attempt=attempt, error_class=cls, error_message=msg):
+                headers = dict(delivery.headers)
+                _strip_broker_headers(headers)
+                headers[deadletter.H_ATTEMPT] = attempt
+                headers[deadletter.H_HISTORY] = _history(delivery, attempt, (cls, msg))
+                target = self.pool_names.retry_queue_for(delay)
+                return (self._copy(delivery, exchange="", routing_key=target, headers=headers),), None
+            case DeadLetter(reason=reason, error_class=cls, error_message=msg, attempts=attempts):
+                headers = dict(delivery.headers)
+                _strip_broker_headers(headers)
+                headers.update(
+                    deadletter.headers_for(
+                        reason=reason, error_class=cls, error_message=msg, attempts=attempts,
+                        queue=self.pool_names.queue,
+                    )
+                )
+                if cls is not None and reason in (Reason.RETRIES_EXHAUSTED, Reason.PERMANENT_FAILURE):
+                    headers[deadletter.H_HISTORY] = _history(delivery, attempts, (cls, msg or ""))
+                return (self._copy(delivery, exchange=self.names.dlx, routing_key=self.pool_names.queue,
+                                   headers=headers),), None
+        raise TypeError(action)
+
+    @staticmethod
+    def _copy(delivery: Delivery, *, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
+        return Outgoing(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=delivery.body,
+            message_id=delivery.message_id or "",
+            type=delivery.type,
+            correlation_id=delivery.correlation_id,
+            reply_to=delivery.reply_to,
+            headers=headers,
+            content_type=delivery.content_type or "application/octet-stream",
+            timestamp=delivery.timestamp or int(time.time()),
+        )
+
+
+def _strip_broker_headers(headers: dict[str, Any]) -> None:
+    for key in ("x-delivery-count", "x-death", "x-first-death-reason", "x-first-death-queue",
+                "x-first-death-exchange", "x-last-death-reason", "x-last-death-queue", "x-last-death-exchange"):
+        headers.pop(key, None)
+
+
+def _history(delivery: Delivery, attempt: int, error: tuple[str, str]) -> list[dict[str, Any]]:
+    history = delivery.headers.get(deadletter.H_HISTORY)
+    entries = list(history) if isinstance(history, list) else []
+    entries.append({"attempt": attempt, "at_ms": int(time.time() * 1000), "error": f"{error[0]}: {error[1]}"[:300]})
+    return entries
+
+
+def _int_header(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(body)"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

@@ -1,0 +1,126 @@
+"""Fixtures for tests against the real broker: settings, worker processes, producer, ledger."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from warren import topology
+from warren.broker import Session
+from warren.config import Settings
+from warren.producer import Producer
+from warren.worker.pool import load_pool
+from tests.support.ledger import Ledger, Report
+from tests.support.workers import WorkerProcess
+
+# Short delays keep retry tests quick; everything else is the production default.
+FAST_RETRIES = {
+    "WARREN_RETRY_INITIAL_DELAY_MS": "200",
+    "WARREN_RETRY_MULTIPLIER": "2",
+    "WARREN_RETRY_MAX_ATTEMPTS": "4",
+    "WARREN_DELIVERY_LIMIT": "3",
+    "WARREN_RECONNECT_INITIAL_DELAY": "0.2",
+    "WARREN_RECONNECT_MAX_DELAY": "2",
+}
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The Settings a worker started with ``env`` sees, for the test process itself."""
+    fields = {k.removeprefix("WARREN_").lower(): v for k, v in env.items() if k.startswith("WARREN_")}
+    fields = {k: v for k, v in fields.items() if k in Settings.model_fields}
+    return Settings(_env_file=None, **fields)
+
+
+class Rig:
+    """One test's system: its env, settings, topology, workers, producer and ledger."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**FAST_RETRIES, **env}
+        self.log_dir = log_dir
+        self.workers: list[WorkerProcess] = []
+        self.reports: list[Report] = []
+        self.configure()
+
+    def configure(self, **overrides: str) -> None:
+        self.env.update(overrides)
+        self.settings = settings_from_env(self.env)
+        self.ledger = Ledger(self.settings)
+        self.producer = Producer(self.settings, name="test-producer")
+
+    def apply_topology(self, pool: str = "selftest") -> None:
+        p = load_pool(pool)
+        topo = topology.build(self.settings, pools=[p.name], broadcast=p.broadcast, topics=p.topics)
+        session = Session.open(self.settings, name="test-topology")
+        try:
+            topology.apply(session, topo)
+        finally:
+            session.close()
+
+    def worker(
+        self, name: str | None = None, *, pool: str = "selftest", ready: bool = True, **env: str
+    ) -> WorkerProcess:
+        w = WorkerProcess({**self.env, **env}, self.log_dir, pool=pool, name=name or f"w{len(self.workers) + 1}")
+        self.workers.append(w)
+        return w.wait_ready() if ready else w
+
+    def queue_ready(self, queue: str) -> int:
+        session = Session.open(self.settings, name="test-inspect")
+        try:
+            return session.queue_depth(queue)[0]
+        finally:
+            session.close()
+
+    def wait_until_taken(self, queue: str, *, timeout: float = 20.0) -> None:
+        """Poll until no message is ready in ``queue``: a worker holds them all."""
+        deadline = time.monotonic() + timeout
+        while self.queue_ready(queue):
+            assert time.monotonic() < deadline, f"nothing took the messages in {queue} within {timeout}s"
+            time.sleep(0.02)
+
+    def account(self, ids: list[str], *, timeout: float, quiet_for: float = 0.5) -> Report:
+        report = self.ledger.wait(ids, timeout=timeout, quiet_for=quiet_for)
+        self.reports.append(report)
+        return report
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+        self.producer.close()
+        self.ledger.close()
+
+
+@pytest.fixture
+def rig(broker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    r = Rig(broker_env, tmp_path)
+    yield r
+    r.close()
+    for report in r.reports:
+        request.config.stash.setdefault(LEDGER_KEY, []).append((request.node.nodeid, str(report)))
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        for w in r.workers:
+            print(f"--- {w.name} log ---\n{w.log()[-4000:]}")
+
+
+LEDGER_KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    rows = config.stash.get(LEDGER_KEY, [])
+    if rows:
+        terminalreporter.section("message ledger (every message accounted for)")
+        for nodeid, line in rows:
+            terminalreporter.write_line(f"{nodeid}: {line}")
+
+
+Spawn = Callable[..., WorkerProcess]

@@ -1,0 +1,60 @@
+"""Real worker processes (``python -m warren worker POOL``), started and killed with real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_dir: Path, *, pool: str = "selftest", name: str = "w") -> None:
+        self.name = name
+        self.log_path = log_dir / f"worker-{name}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "warren", "worker", pool],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, *, timeout: float = 30.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log().count(text) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker {self.name}: no {text!r} within {timeout}s:\n{self.log()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        self.wait_for_log(" consuming ", timeout=timeout)
+        return self
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
