@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("payload", nargs="?", default="{}")
     request.add_argument("--timeout", type=float, default=10.0)
 
+    sub.add_parser("demo", help="run the runtime end to end on this machine and account for every task")
+
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
     topo_sub = topo.add_subparsers(dest="action", required=True)
     for action in ("show", "apply"):
@@ -139,6 +141,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
         print(json.dumps(reply))
         return 0
+    if args.command == "demo":
+        from warren import demo
+
+        return demo.run(settings)
     if args.command == "topology":
         topo = _topology_for(settings, args.pools)
         if args.action == "show":

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     )
     reconnect_initial_delay: float = Field(default=0.5, gt=0, description="First reconnect delay, seconds.")
     reconnect_max_delay: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay, seconds.")
+    health_file: Path | None = Field(
+        default=None,
+        description="Exists while the worker is connected and consuming; its mtime is refreshed every few "
+        "seconds, so exec probes can check readiness (exists) and liveness (recent).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
     @field_validator("namespace")

@@ -13,7 +13,7 @@ from warren.errors import PublishRefused, RequestTimeout, TopologyError, Unrouta
 from warren.messages import Outgoing
 from warren.producer import task_message
 from warren.topology import Names
-from tests.support.ledger import Ledger
+from warren.ledger import Ledger
 
 pytestmark = pytest.mark.broker
 

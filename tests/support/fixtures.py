@@ -12,9 +12,10 @@ from warren import topology
 from warren.broker import Session
 from warren.config import Settings
 from warren.producer import Producer
+from warren.topology import Names
 from warren.worker.pool import load_pool
-from tests.support.ledger import Ledger, Report
-from tests.support.workers import WorkerProcess
+from warren.ledger import Ledger, Report
+from warren.localworker import LocalWorker
 
 # Short delays keep retry tests quick; everything else is the production default.
 FAST_RETRIES = {
@@ -40,7 +41,7 @@ class Rig:
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = {**FAST_RETRIES, **env}
         self.log_dir = log_dir
-        self.workers: list[WorkerProcess] = []
+        self.workers: list[LocalWorker] = []
         self.reports: list[Report] = []
         self.configure()
 
@@ -61,10 +62,22 @@ class Rig:
 
     def worker(
         self, name: str | None = None, *, pool: str = "selftest", ready: bool = True, **env: str
-    ) -> WorkerProcess:
-        w = WorkerProcess({**self.env, **env}, self.log_dir, pool=pool, name=name or f"w{len(self.workers) + 1}")
+    ) -> LocalWorker:
+        w = LocalWorker({**self.env, **env}, self.log_dir, pool=pool, name=name or f"w{len(self.workers) + 1}")
         self.workers.append(w)
         return w.wait_ready() if ready else w
+
+    @property
+    def work_queue(self) -> str:
+        return Names(self.settings.namespace).queue("selftest")
+
+    def busy_worker(self, ms: int, name: str | None = None) -> tuple[LocalWorker, str]:
+        """A selftest worker in the middle of a task of ``ms`` milliseconds, and that task's id."""
+        self.apply_topology()
+        worker = self.worker(name)
+        task = self.producer.publish("selftest", "work", {"ms": ms})
+        self.wait_until_taken(self.work_queue)
+        return worker, task
 
     def queue_ready(self, queue: str) -> int:
         session = Session.open(self.settings, name="test-inspect")
@@ -123,4 +136,4 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(f"{nodeid}: {line}")
 
 
-Spawn = Callable[..., WorkerProcess]
+Spawn = Callable[..., LocalWorker]

@@ -10,6 +10,7 @@ channel and the broker redelivers those messages.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -18,8 +19,10 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from warren import topology
@@ -58,13 +61,39 @@ class _Flight:
     in_flight: dict[int, float] = field(default_factory=dict)  # delivery tag -> start time
 
 
-def backoff_delays(initial: float, cap: float, *, rng: random.Random | None = None):
-    """Capped exponential backoff with full jitter: 0..min(cap, initial * 2**n)."""
+def backoff_delays(initial: float, cap: float, *, rng: random.Random | None = None) -> Iterator[float]:
+    """Capped exponential backoff with jitter: the n-th delay is drawn from
+    [initial / 2, min(cap, initial * 2**n)], so a fleet of workers does not reconnect in step."""
     rng = rng or random.Random()
     n = 0
     while True:
         yield rng.uniform(initial / 2, min(cap, initial * 2**n))
         n = min(n + 1, 30)
+
+
+class HealthFile:
+    """A file that exists while the worker consumes, refreshed so its age shows the loop is alive."""
+
+    REFRESH_SECONDS = 5.0
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._touched = 0.0
+
+    def ready(self) -> None:
+        if self.path is not None:
+            self.path.write_text(f"{os.getpid()}\n")
+            self._touched = time.monotonic()
+
+    def alive(self) -> None:
+        if self.path is not None and time.monotonic() - self._touched >= self.REFRESH_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
+            self._touched = time.monotonic()
+
+    def not_ready(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 class Worker:
@@ -91,6 +120,7 @@ class Worker:
         self._executor = ThreadPoolExecutor(max_workers=settings.prefetch, thread_name_prefix="task")
         self._flight = _Flight(generation=0)
         self._session: Session | None = None
+        self._health = HealthFile(settings.health_file)
 
     # -- signals ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -113,16 +143,18 @@ class Worker:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
         delays = backoff_delays(self.settings.reconnect_initial_delay, self.settings.reconnect_max_delay)
-        deadline: float | None = None
         try:
             while True:
+                connections = self.stats.connections
                 try:
                     return self._serve()
                 except BrokerUnavailable as e:
                     self._lost_connection(e)
+                if self.stats.connections > connections:  # it did connect: a new outage starts over
+                    delays = backoff_delays(self.settings.reconnect_initial_delay, self.settings.reconnect_max_delay)
                 if self._stopping:
-                    log.warning("stopping while disconnected: unacked messages go back to the queue")
-                    return EXIT_ABANDONED
+                    log.info("stopping while disconnected: the broker requeues whatever was unacked")
+                    return EXIT_OK
                 delay = next(delays)
                 log.info("reconnecting in %.2fs", delay)
                 deadline = time.monotonic() + delay
@@ -143,10 +175,12 @@ class Worker:
                 return EXIT_OK
             session.consume(self.pool_names.queue, prefetch=self.settings.prefetch, on_delivery=self._dispatch)
             log.info("worker %s consuming %s (prefetch %d)", self.name, self.pool_names.queue, self.settings.prefetch)
+            self._health.ready()
             drain_deadline: float | None = None
             while True:
                 session.run(0.2)
                 self._settle_results()
+                self._health.alive()
                 if self._stopping:
                     if drain_deadline is None:
                         session.cancel()
@@ -158,6 +192,7 @@ class Worker:
                                   len(self._flight.in_flight))
                         return EXIT_ABANDONED
         finally:
+            self._health.not_ready()
             self._session = None
             session.close()
 

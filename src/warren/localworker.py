@@ -1,4 +1,7 @@
-"""Real worker processes (``python -m warren worker POOL``), started and killed with real signals."""
+"""Worker processes on this machine (``python -m warren worker POOL``), for the demo and the tests.
+
+They are started, signalled and killed for real; readiness is read from the worker's own log line.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,15 @@ import time
 from pathlib import Path
 
 
-class WorkerProcess:
+class LocalWorker:
     def __init__(self, env: dict[str, str], log_dir: Path, *, pool: str = "selftest", name: str = "w") -> None:
         self.name = name
         self.log_path = log_dir / f"worker-{name}.log"
+        self.health_path = log_dir / f"worker-{name}.health"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "warren", "worker", pool],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "WARREN_HEALTH_FILE": str(self.health_path)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -31,12 +35,19 @@ class WorkerProcess:
             if self.log().count(text) >= count:
                 return
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
             time.sleep(0.05)
-        raise AssertionError(f"worker {self.name}: no {text!r} within {timeout}s:\n{self.log()[-3000:]}")
+        raise RuntimeError(f"worker {self.name}: no {text!r} within {timeout}s:\n{self.log()[-3000:]}")
 
-    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
-        self.wait_for_log(" consuming ", timeout=timeout)
+    def wait_ready(self, timeout: float = 30.0) -> LocalWorker:
+        """Poll until the worker's health file says it is consuming."""
+        deadline = time.monotonic() + timeout
+        while not self.health_path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {self.name} not consuming within {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
         return self
 
     def signal(self, signum: int) -> None:
