@@ -37,3 +37,29 @@ def test_health_file_exists_only_while_ready_and_its_age_shows_liveness(tmp_path
     assert path.stat().st_mtime > 0
     health.not_ready()
     assert not path.exists()
+
+
+class _RecordingSession:
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, bool]] = []
+
+    def ack(self, tag: int, *, multiple: bool = False) -> None:
+        self.acks.append((tag, multiple))
+
+
+def test_acks_are_coalesced_only_below_the_oldest_task_still_running() -> None:
+    from warren.config import Settings
+    from warren.roles.selftest import pool
+    from warren.worker.runtime import Worker
+
+    worker = Worker(pool, Settings(_env_file=None, prefetch=5))
+    session = _RecordingSession()
+    worker._session = session  # type: ignore[assignment]
+    worker._flight.in_flight.update({tag: 0.0 for tag in (1, 2, 3, 4, 5)})
+
+    worker._ack([1, 2, 4])  # 3 still runs: 1-2 in one frame, 4 alone
+    worker._ack([3])  # now 1-4 are settled: one multiple ack reaches 3 (4 is already acked)
+    worker._ack([5])
+
+    assert session.acks == [(2, True), (4, False), (3, True), (5, True)]
+    assert not worker._flight.in_flight

@@ -181,9 +181,10 @@ class Session:
         with translated("cancelling the consumer"):
             self._consume.basic_cancel(tag)
 
-    def ack(self, delivery_tag: int) -> None:
+    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """Ack one delivery, or with ``multiple`` every unacked delivery up to and including it."""
         with translated("acknowledging"):
-            self._consume.basic_ack(delivery_tag)
+            self._consume.basic_ack(delivery_tag, multiple=multiple)
 
     def reject(self, delivery_tag: int) -> None:
         """Reject without requeue: the queue's dead-letter exchange takes the message."""

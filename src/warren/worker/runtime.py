@@ -32,7 +32,7 @@ from warren.errors import BrokerUnavailable, PublishRefused
 from warren.messages import Delivery
 from warren.topology import Names
 from warren.worker.deadletter import Reason
-from warren.worker.decision import Complete, DeadLetter, Failed, Policy, Retry, decide
+from warren.worker.decision import Action, Complete, DeadLetter, Failed, Policy, Retry, decide
 from warren.worker.pool import Pool
 from warren.worker.process import Processor, Result
 
@@ -223,23 +223,31 @@ class Worker:
                 pass  # the I/O thread will find the connection gone on its own
 
     def _settle_results(self) -> None:
+        """Settle every finished task: follow-ups confirmed first, then acks, coalesced."""
+        settled: list[tuple[Result, Action]] = []
         while True:
             try:
                 generation, result = self._results.get_nowait()
             except queue.Empty:
-                return
+                break
             if generation != self._flight.generation:
                 self.stats.dropped_after_reconnect += 1
                 log.info("dropping result of %s from a lost connection; the broker redelivers it",
                          result.delivery.message_id)
                 continue
-            self._settle(result)
+            action = self._publish_follow_ups(result)
+            if action is not None:
+                settled.append((result, action))
+        if settled:
+            self._ack([result.delivery.delivery_tag for result, _ in settled])
+            for result, action in settled:
+                self._finish(result, action)
 
-    def _settle(self, result: Result) -> None:
-        """Publish the follow-ups with confirms, then ack; fall back step by step on refusal."""
+    def _publish_follow_ups(self, result: Result) -> Action | None:
+        """Publish a task's follow-ups with confirms; the action to ack it as, or None if it was
+        rejected into the dead-letter exchange because even the fallback publish was refused."""
         session = self._session
         assert session is not None
-        action = result.action
         try:
             for message in result.publishes:
                 session.publish(message)
@@ -247,6 +255,7 @@ class Worker:
                 # Confirmed but not mandatory (see Session.publish): a caller that has gone after
                 # its timeout loses only a reply it no longer waits for.
                 session.publish(result.reply, mandatory=False)
+            return result.action
         except PublishRefused as e:
             # A refused follow-up (no queue bound, queue full) counts as a failed attempt, so the
             # task is retried or dead-lettered with this error: never acked as if all went well.
@@ -255,16 +264,32 @@ class Worker:
             try:
                 for message in self.processor.follow_ups(result.delivery, action)[0]:
                     session.publish(message)
+                return action
             except PublishRefused as again:
                 log.error("fallback publish refused too (%s); rejecting into the queue's dead-letter exchange", again)
                 session.reject(result.delivery.delivery_tag)
+                self._flight.in_flight.pop(result.delivery.delivery_tag, None)
                 self._finish(result, DeadLetter(Reason.REJECTED, type(again).__name__, str(again), result.attempt))
-                return
-        session.ack(result.delivery.delivery_tag)
-        self._finish(result, action)
+                return None
 
-    def _finish(self, result: Result, action: object) -> None:
-        self._flight.in_flight.pop(result.delivery.delivery_tag, None)
+    def _ack(self, tags: list[int]) -> None:
+        """Ack ``tags``: one ``multiple`` ack for those below the oldest task still running (every
+        tag below it is settled), single acks for the rest. Per-message acks cost the I/O thread a
+        socket flush each and the quorum queue a settle command each."""
+        in_flight = self._flight.in_flight
+        for tag in tags:
+            in_flight.pop(tag, None)
+        oldest_running = next(iter(in_flight), None)  # dispatch order is delivery-tag order
+        below = [t for t in tags if oldest_running is None or t < oldest_running]
+        session = self._session
+        assert session is not None
+        if below:
+            session.ack(max(below), multiple=True)
+        for tag in tags:
+            if oldest_running is not None and tag > oldest_running:
+                session.ack(tag)
+
+    def _finish(self, result: Result, action: Action) -> None:
         outcome = {Complete: "completed", Retry: "retry", DeadLetter: "dead-lettered"}[type(action)]
         if isinstance(action, Complete):
             self.stats.completed += 1

@@ -1,0 +1,5 @@
+"""Benchmarks for Warren against a private RabbitMQ node.
+
+``python -m bench.throughput`` measures end-to-end worker throughput and batch publishing
+against raw pika and Celery; it prints a table and writes ``bench/results/throughput.json``.
+"""
