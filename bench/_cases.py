@@ -61,7 +61,7 @@ def _settings(env: Env, namespace: str, prefetch: int = 1) -> Settings:
 
 def _pool_topology(settings: Settings, pool: Pool) -> topology.Topology:
     """Exactly what ``Worker`` declares for ``pool``."""
-    return topology.build(settings, pools=[pool.name], broadcast=pool.broadcast, topics=pool.topics)
+    return topology.build(settings, pools=[pool.spec])
 
 
 @contextmanager

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("payload", nargs="?", default="{}")
     request.add_argument("--timeout", type=float, default=10.0)
 
+    sub.add_parser("api", help="serve the HTTP API (WARREN_API_HOST, WARREN_API_PORT)")
+
     sub.add_parser("demo", help="run the runtime end to end on this machine and account for every task")
 
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
@@ -78,12 +80,7 @@ def _payload(text: str) -> Any:
 
 def _topology_for(settings: Settings, specs: Sequence[str]) -> topology.Topology:
     pools: list[Pool] = [load_pool(spec) for spec in (specs or sorted(BUILTIN_POOLS))]
-    return topology.build(
-        settings,
-        pools=[p.name for p in pools],
-        broadcast=[name for p in pools for name in p.broadcast],
-        topics=[t for p in pools for t in p.topics],
-    )
+    return topology.build(settings, pools=[p.spec for p in pools])
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +138,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
         print(json.dumps(reply))
         return 0
+    if args.command == "api":
+        from warren.api.app import serve
+        from warren.config import ApiSettings, load
+
+        return serve(settings, load(ApiSettings))
     if args.command == "demo":
         from warren import demo
 

@@ -269,7 +269,10 @@ class LocalBroker:
         self.pid_file.unlink(missing_ok=True)  # stale after kill(): `rabbitmqctl wait` would trust it
         (d / "rabbitmq.conf").write_text(f"listeners.tcp.default = {self.amqp_port}\n"
                                          f"management.tcp.port = {self.management_port}\n"
-                                         "management.tcp.ip = 127.0.0.1\n")
+                                         "management.tcp.ip = 127.0.0.1\n"
+                                         # Queue stats every second, not every 5 s: the demo's
+                                         # live view and the operator's tests read them.
+                                         "collect_statistics_interval = 1000\n")
         (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
         cookie = d / ".erlang.cookie"
         if not cookie.exists():  # written first, so the node and the CLI never race to create it

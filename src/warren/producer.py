@@ -90,6 +90,14 @@ class Producer:
         )
         return self._connected().request(message, timeout=timeout)
 
+    def ping(self) -> None:
+        """Raise unless the broker answers and the topology is in place."""
+        try:
+            self._connected().check_exchange(self.names.tasks)
+        except Exception:
+            self.close()
+            raise
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

@@ -5,8 +5,11 @@ idempotently (declaring an entity that exists with the same arguments is a no-op
 
 Names, for namespace ``ns`` and pool ``p``:
 - ``ns.tasks`` (direct): routing key ``p`` -> work queue ``ns.p``;
-- ``ns.events`` (topic): events by name (``order.created``); topic subscribers bind patterns;
-- ``ns.broadcast`` (fanout): bound to ``ns.events`` with ``#``; broadcast subscribers see every event;
+- ``ns.events`` (topic): events by name (``order.created``); a pool that handles events binds its
+  work queue with patterns (``payment.*``), so events get the same retries and dead letters as tasks;
+- ``ns.broadcast`` (fanout): bound to ``ns.events`` with ``#``; a pool or subscription bound here
+  sees every event;
+- ``ns.sub.<name>``: subscription queues for readers outside the pools;
 - ``ns.dlx`` (direct): routing key ``ns.p`` -> dead-letter queue ``ns.p.dlq``;
 - ``ns.p.retry.<ms>``: delay queues whose TTL dead-letters back into ``ns.p``.
 """
@@ -45,10 +48,22 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A queue that receives events: every event (``patterns=("#",)`` on broadcast) or by topic."""
+    """A queue that collects events for a reader outside the pools (a ledger, an export):
+    every event through the fanout exchange, or those matching topic ``patterns``."""
 
     name: str
-    patterns: tuple[str, ...] = ("#",)
+    patterns: tuple[str, ...] = ()
+    fanout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """What the topology needs to know of a pool: its name and which events become its tasks."""
+
+    name: str
+    events: tuple[str, ...] = ()  # topic patterns on ns.events routed into the pool's queue
+    all_events: bool = False  # the pool's queue is bound to the fanout exchange: every event
+    collectors: tuple[Subscription, ...] = ()  # subscriptions declared along with the pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +118,6 @@ class Names:
     def subscription(self, name: str) -> str:
         return f"{self.namespace}.sub.{name}"
 
-    def rpc(self, name: str) -> str:
-        return f"{self.namespace}.rpc.{name}"
-
     def pool(self, pool: str, retry_delays_ms: Iterable[int]) -> PoolNames:
         queue = self.queue(pool)
         delays = sorted(set(retry_delays_ms))
@@ -133,12 +145,10 @@ def _durable(settings: Settings, **extra: Any) -> dict[str, Any]:
 def build(
     settings: Settings,
     *,
-    pools: Iterable[str] = (),
-    broadcast: Iterable[str] = (),
-    topics: Iterable[Subscription] = (),
-    rpc: Iterable[str] = (),
+    pools: Iterable[PoolSpec | str] = (),
+    subscriptions: Iterable[Subscription] = (),
 ) -> Topology:
-    """The whole topology for these pools, broadcast subscribers, topic subscribers and RPC queues."""
+    """The whole topology for these pools and subscriptions."""
     names = Names(settings.namespace)
     exchanges = (
         Exchange(names.tasks, "direct"),
@@ -148,8 +158,9 @@ def build(
     )
     queues: list[Queue] = []
     bindings: list[Binding] = [Binding(names.events, names.broadcast, "#", to_exchange=True)]
-    for pool in pools:
-        pn = names.pool(pool, settings.retry_delays_ms())
+    subs = list(subscriptions)
+    for spec in (PoolSpec(p) if isinstance(p, str) else p for p in pools):
+        pn = names.pool(spec.name, settings.retry_delays_ms())
         work_args = {"x-dead-letter-exchange": names.dlx, "x-dead-letter-routing-key": pn.queue}
         if settings.queue_type == "quorum":
             # Explicit, never the broker's default (RabbitMQ 4.x defaults to 20).
@@ -157,31 +168,20 @@ def build(
         queues.append(Queue(pn.queue, _durable(settings, **work_args)))
         queues.append(Queue(pn.dead_letter_queue, _durable(settings)))
         for delay, name in pn.retry_queues:
-            queues.append(
-                Queue(
-                    name,
-                    _durable(
-                        settings,
-                        **{
-                            "x-message-ttl": delay,
-                            "x-dead-letter-exchange": "",
-                            "x-dead-letter-routing-key": pn.queue,
-                        },
-                    ),
-                )
-            )
-        bindings.append(Binding(names.tasks, pn.queue, pool))
+            retry_args = {"x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": pn.queue}
+            queues.append(Queue(name, _durable(settings, **retry_args)))
+        bindings.append(Binding(names.tasks, pn.queue, spec.name))
         bindings.append(Binding(names.dlx, pn.dead_letter_queue, pn.queue))
-    for name in broadcast:
-        queue = names.subscription(name)
-        queues.append(Queue(queue, _durable(settings)))
-        bindings.append(Binding(names.broadcast, queue, ""))
-    for sub in topics:
+        bindings.extend(Binding(names.events, pn.queue, pattern) for pattern in spec.events)
+        if spec.all_events:
+            bindings.append(Binding(names.broadcast, pn.queue, ""))
+        subs.extend(spec.collectors)
+    for sub in subs:
         queue = names.subscription(sub.name)
         queues.append(Queue(queue, _durable(settings)))
+        if sub.fanout:
+            bindings.append(Binding(names.broadcast, queue, ""))
         bindings.extend(Binding(names.events, queue, pattern) for pattern in sub.patterns)
-    for name in rpc:
-        queues.append(Queue(names.rpc(name), _durable(settings)))
     return Topology(exchanges=exchanges, queues=tuple(_unique(queues)), bindings=tuple(_unique(bindings)))
 
 

@@ -107,7 +107,7 @@ def test_an_unroutable_event_is_never_dropped_silently(rig) -> None:
     pool = "tests.support.pools:orphan"  # emits an event that no queue is bound for
     rig.apply_topology(pool)
     rig.worker(pool=pool)
-    rig.ledger = Ledger(rig.settings, pool="orphan", subscription=None)
+    rig.ledger = Ledger.for_pool(rig.settings, pool="orphan", subscription=None)
     task = rig.producer.publish("orphan", "work", {})
 
     report = rig.account([task], timeout=30)

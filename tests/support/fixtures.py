@@ -48,12 +48,12 @@ class Rig:
     def configure(self, **overrides: str) -> None:
         self.env.update(overrides)
         self.settings = settings_from_env(self.env)
-        self.ledger = Ledger(self.settings)
+        self.ledger = Ledger.for_pool(self.settings)
         self.producer = Producer(self.settings, name="test-producer")
 
     def apply_topology(self, pool: str = "selftest") -> None:
         p = load_pool(pool)
-        topo = topology.build(self.settings, pools=[p.name], broadcast=p.broadcast, topics=p.topics)
+        topo = topology.build(self.settings, pools=[p.spec])
         session = Session.open(self.settings, name="test-topology")
         try:
             topology.apply(session, topo)

@@ -48,16 +48,18 @@ def test_classic_queues_for_old_brokers_carry_no_quorum_only_arguments() -> None
 def test_every_exchange_pattern_has_its_place() -> None:
     topo = topology.build(
         _settings(namespace="n"),
-        pools=["orders"],
-        broadcast=["analytics"],
-        topics=[topology.Subscription("audit", ("order.#",))],
+        pools=["orders", topology.PoolSpec("shipping", events=("payment.completed",)),
+               topology.PoolSpec("analytics", all_events=True)],
+        subscriptions=[topology.Subscription("audit", ("order.#",)), topology.Subscription("ledger", fanout=True)],
     )
     kinds = {e.name: e.kind for e in topo.exchanges}
     assert kinds == {"n.tasks": "direct", "n.events": "topic", "n.broadcast": "fanout", "n.dlx": "direct"}
     bindings = {(b.source, b.destination, b.routing_key) for b in topo.bindings}
     assert ("n.tasks", "n.orders", "orders") in bindings
     assert ("n.events", "n.broadcast", "#") in bindings
-    assert ("n.broadcast", "n.sub.analytics", "") in bindings
+    assert ("n.events", "n.shipping", "payment.completed") in bindings
+    assert ("n.broadcast", "n.analytics", "") in bindings
+    assert ("n.broadcast", "n.sub.ledger", "") in bindings
     assert ("n.events", "n.sub.audit", "order.#") in bindings
     assert ("n.dlx", "n.orders.dlq", "n.orders") in bindings
 

@@ -124,7 +124,7 @@ class Session:
 
     def __init__(self, connection: pika.BlockingConnection) -> None:
         self._connection = connection
-        self._replies: dict[str, bytes] | None = None
+        self._replies: dict[str, bytes | None] | None = None  # awaited correlation id -> reply
         with translated("opening channels"):
             self._consume: BlockingChannel = connection.channel()
             self._publish: BlockingChannel = connection.channel()
@@ -157,6 +157,11 @@ class Session:
     def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
         with translated(f"binding exchange {destination!r} to {source!r}"):
             self._publish.exchange_bind(destination, source, routing_key=routing_key)
+
+    def check_exchange(self, name: str) -> None:
+        """A round trip that fails unless the exchange exists: the cheapest readiness check."""
+        with translated(f"checking exchange {name!r}"):
+            self._publish.exchange_declare(name, passive=True)
 
     def queue_depth(self, name: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
@@ -214,24 +219,29 @@ class Session:
         if message.correlation_id is None or message.reply_to != self.REPLY_TO:
             raise ValueError("a request needs a correlation_id and reply_to=Session.REPLY_TO")
         if self._replies is None:
-            replies: dict[str, bytes] = {}
+            replies: dict[str, bytes | None] = {}
 
             def on_reply(_ch: Any, _method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-                if properties.correlation_id:
+                if properties.correlation_id in replies:  # a late reply to an abandoned request is dropped
                     replies[properties.correlation_id] = body
 
             with translated("listening for replies"):
                 self._publish.basic_consume(self.REPLY_TO, on_reply, auto_ack=True)
             self._replies = replies
-        self.publish(message)
-        deadline = time.monotonic() + timeout
-        with translated("waiting for a reply"):
-            while message.correlation_id not in self._replies:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RequestTimeout(f"no reply to {message.type or 'request'} within {timeout:g}s")
-                self._connection.process_data_events(time_limit=min(remaining, 0.5))
-        return json.loads(self._replies.pop(message.correlation_id))
+        cid = message.correlation_id
+        self._replies[cid] = None
+        try:
+            self.publish(message)
+            deadline = time.monotonic() + timeout
+            with translated("waiting for a reply"):
+                while (reply := self._replies[cid]) is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RequestTimeout(f"no reply to {message.type or 'request'} within {timeout:g}s")
+                    self._connection.process_data_events(time_limit=min(remaining, 0.5))
+        finally:
+            self._replies.pop(cid, None)
+        return json.loads(reply)
 
     # -- the I/O loop -------------------------------------------------------------------------
     def run(self, seconds: float) -> None:

@@ -17,9 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from warren.config import SelftestSettings
 from warren.errors import PermanentError, RetryableError
+from warren.topology import Subscription
 from warren.worker import Pool, TaskContext
 
-pool = Pool("selftest", broadcast=("selftest-ledger",), description="runtime self-test tasks")
+pool = Pool(
+    "selftest",
+    collectors=(Subscription("selftest-ledger", fanout=True),),
+    description="runtime self-test tasks",
+)
 
 COMPLETED = "selftest.completed"
 

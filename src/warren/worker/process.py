@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from warren.errors import PermanentError
 from warren.messages import Delivery, Outgoing, encode_json
+from warren.producer import task_message
 from warren.topology import Names, PoolNames
 from warren.worker import deadletter
 from warren.worker.decision import (
@@ -77,7 +78,7 @@ class Processor:
                 spec, payload = checked
                 ctx = TaskContext(
                     task_id=delivery.message_id or "",
-                    task_type=spec.name,
+                    task_type=delivery.type or spec.name,
                     pool=self.pool.name,
                     attempt=attempt,
                     redelivered=delivery.redelivered,
@@ -96,7 +97,7 @@ class Processor:
                 "OversizedBody",
                 f"body is {len(delivery.body)} bytes; the limit is {self.policy.max_body_bytes}",
             )
-        spec = self.pool.tasks.get(delivery.type or "")
+        spec = self.pool.handler_for(delivery.type)
         if spec is None:
             known = ", ".join(sorted(self.pool.tasks)) or "none"
             return BadInput(
@@ -134,16 +135,26 @@ class Processor:
         """The messages that must be confirmed before ``delivery`` is acked, and the reply if any."""
         match action:
             case Complete():
+                # Ids derive from the task's and the pool's (several pools handle one event), so a
+                # redelivered task re-sends the same ids and readers can deduplicate; the
+                # correlation id follows the whole chain.
+                task_id = delivery.message_id or ""
+                correlation_id = delivery.correlation_id or task_id
                 events = tuple(
                     Outgoing(
                         exchange=self.names.events,
                         routing_key=event,
                         body=encode_json(data),
+                        message_id=f"{task_id}/{self.pool.name}.e{n}",
                         type=event,
-                        correlation_id=delivery.message_id,
+                        correlation_id=correlation_id,
                         headers={"x-warren-pool": self.pool.name},
                     )
-                    for event, data in (ctx.events if ctx else ())
+                    for n, (event, data) in enumerate(ctx.events if ctx else (), start=1)
+                )
+                events += tuple(
+                    task_message(self.names, pool, task_type, payload, message_id=mid, correlation_id=correlation_id)
+                    for pool, task_type, payload, mid in (ctx.tasks if ctx else ())
                 )
                 reply = None
                 if delivery.reply_to:

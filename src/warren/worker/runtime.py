@@ -103,9 +103,7 @@ class Worker:
         self.name = name or f"{pool.name}@{socket.gethostname()}:{os.getpid()}"
         self.names = Names(settings.namespace)
         self.pool_names = self.names.pool(pool.name, settings.retry_delays_ms())
-        self.topology = topology.build(
-            settings, pools=[pool.name], broadcast=pool.broadcast, topics=pool.topics
-        )
+        self.topology = topology.build(settings, pools=[pool.spec])
         self.policy = Policy(
             max_attempts=settings.retry_max_attempts,
             retry_delays_ms=settings.retry_delays_ms(),

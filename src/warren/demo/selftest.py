@@ -1,4 +1,4 @@
-"""``warren demo``: the runtime end to end on this machine, in about half a minute.
+"""``warren demo --selftest``: the runtime end to end on this machine, in about half a minute.
 
 Starts a private RabbitMQ node (unless ``WARREN_BROKER_URL`` is set), three selftest workers, and
 publishes a burst of tasks: most succeed, some fail until their retries run out, some are malformed.
@@ -8,7 +8,6 @@ every task is accounted for, and stops everything it started. Exit 0 only if not
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 import signal
@@ -23,7 +22,7 @@ from warren import topology
 from warren.broker import Session
 from warren.config import Settings
 from warren.ledger import Ledger
-from warren.localbroker import LocalBroker
+from warren.demo import provision_broker, say
 from warren.localworker import LocalWorker
 from warren.producer import Producer, task_message
 from warren.roles.selftest import pool as selftest
@@ -31,10 +30,6 @@ from warren.topology import Names
 
 TASKS = 150
 WORKERS = 3
-
-
-def _say(text: str) -> None:
-    print(f"[demo] {text}", flush=True)
 
 
 def _burst(names: Names, rng: random.Random) -> list:
@@ -62,37 +57,30 @@ def run(settings: Settings) -> int:
             "WARREN_RETRY_MAX_ATTEMPTS": "3",
             "WARREN_LOG_LEVEL": "WARNING",
         }
-        if settings.broker_url_file or "WARREN_BROKER_URL" in os.environ:
-            _say("using the broker from WARREN_BROKER_URL")
-            broker_url = settings.resolved_broker_url()
-        else:
-            _say("starting a private RabbitMQ node ...")
-            broker = stack.enter_context(LocalBroker(work_dir / "broker", name="warren-demo"))
-            broker_url = broker.amqp_url
-            _say(f"broker ready, management UI at {broker.management_url} (guest/guest, this machine only)")
+        broker_url = provision_broker(stack, work_dir, settings).url
         env["WARREN_BROKER_URL"] = broker_url
         demo = settings.model_copy(
             update={"broker_url": SecretStr(broker_url), "broker_url_file": None, "namespace": env["WARREN_NAMESPACE"],
                     "retry_initial_delay_ms": 300, "retry_max_attempts": 3}
         )
         session = Session.open(demo, name="warren-demo")
-        topology.apply(session, topology.build(demo, pools=["selftest"], broadcast=selftest.broadcast))
+        topology.apply(session, topology.build(demo, pools=[selftest.spec]))
         session.close()
 
         workers = [LocalWorker(env, work_dir, name=f"w{i + 1}") for i in range(WORKERS)]
         stack.callback(lambda: [w.stop() for w in workers])
         for w in workers:
             w.wait_ready()
-        _say(f"{WORKERS} workers consuming {demo.namespace}.selftest (prefetch 1)")
+        say(f"{WORKERS} workers consuming {demo.namespace}.selftest (prefetch 1)")
 
         names = Names(demo.namespace)
         burst = _burst(names, rng)
         with Producer(demo, name="warren-demo") as producer:
             producer.publish_batch(burst)
         ids = [m.message_id for m in burst]
-        _say(f"published {len(ids)} tasks with publisher confirms")
+        say(f"published {len(ids)} tasks with publisher confirms")
 
-        ledger = Ledger(demo)
+        ledger = Ledger.for_pool(demo)
         stack.callback(ledger.close)
         killed = False
         deadline = time.monotonic() + 90
@@ -102,14 +90,14 @@ def run(settings: Settings) -> int:
             report = ledger.report(ids)
             done = report.completed + report.dead_lettered
             if done // 25 != last // 25:
-                _say(f"progress {done:>3}/{len(ids)}  completed={report.completed} dead-lettered={report.dead_lettered}")
+                say(f"progress {done:>3}/{len(ids)}  completed={report.completed} dead-lettered={report.dead_lettered}")
             last = done
             if not killed and done >= len(ids) // 3:
                 victim = workers[0]
                 victim.signal(signal.SIGKILL)
                 victim.wait(timeout=10)
                 killed = True
-                _say(f"SIGKILLed worker {victim.name} mid-task; the broker redelivers its task")
+                say(f"SIGKILLed worker {victim.name} mid-task; the broker redelivers its task")
                 workers.append(LocalWorker(env, work_dir, name="w4"))
             time.sleep(0.1)
         report = ledger.wait(ids, timeout=5, quiet_for=0.5)
@@ -118,7 +106,7 @@ def run(settings: Settings) -> int:
         for w in running:
             w.signal(signal.SIGTERM)
         codes = [w.wait(timeout=demo.shutdown_grace + 5) for w in running]
-        _say("workers stopped with SIGTERM (graceful drain): exit codes " + ", ".join(map(str, codes)))
+        say("workers stopped with SIGTERM (graceful drain): exit codes " + ", ".join(map(str, codes)))
         redelivered = sum(1 for events in ledger.events.values() if any(e["redelivered"] for e in events))
         rows = [("completed", report.completed), ("  of which redelivered after the kill", redelivered)]
         rows += [(f"dead-lettered: {reason}", count) for reason, count in sorted(report.reasons.items())]
