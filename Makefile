@@ -17,7 +17,7 @@ help: ## Show this help
 deps: ## Install RabbitMQ (Debian package) and the Python package with its test extras
 	bash scripts/install-deps.sh
 
-demo: deps ## Run the runtime end to end on a private RabbitMQ and account for every task
+demo: deps ## Run the shop pipeline on a private RabbitMQ, kill a worker midway, account for every order
 	$(PYTHON) -m warren demo
 
 ##@ Verify

@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("api", help="serve the HTTP API (WARREN_API_HOST, WARREN_API_PORT)")
 
-    sub.add_parser("demo", help="run the runtime end to end on this machine and account for every task")
+    demo = sub.add_parser("demo", help="run the shop pipeline end to end on this machine; account for every order")
+    demo.add_argument("--selftest", action="store_true", help="run the runtime self-test burst instead")
 
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
     topo_sub = topo.add_subparsers(dest="action", required=True)
@@ -144,9 +145,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return serve(settings, load(ApiSettings))
     if args.command == "demo":
-        from warren import demo
-
-        return demo.run(settings)
+        if args.selftest:
+            from warren.demo import selftest as scenario
+        else:
+            from warren.demo import shop as scenario  # type: ignore[no-redef]
+        return scenario.run(settings)
     if args.command == "topology":
         topo = _topology_for(settings, args.pools)
         if args.action == "show":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -155,6 +156,13 @@ def _read_secret_file(path: Path | None, setting: str) -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise ConfigError(f"{setting}: cannot read {path}: {e.strerror}") from None
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The Settings a process started with ``env`` (``WARREN_*`` variables) would see, built here:
+    the demo and the tests configure workers by environment and must agree with them."""
+    fields = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    return load(Settings, _env_file=None, **{k: v for k, v in fields.items() if k in Settings.model_fields})
 
 
 def load_settings(**overrides: object) -> Settings:

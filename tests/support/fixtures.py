@@ -10,7 +10,7 @@ import pytest
 
 from warren import topology
 from warren.broker import Session
-from warren.config import Settings
+from warren.config import settings_from_env
 from warren.producer import Producer
 from warren.topology import Names
 from warren.worker.pool import load_pool
@@ -26,13 +26,6 @@ FAST_RETRIES = {
     "WARREN_RECONNECT_INITIAL_DELAY": "0.2",
     "WARREN_RECONNECT_MAX_DELAY": "2",
 }
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """The Settings a worker started with ``env`` sees, for the test process itself."""
-    fields = {k.removeprefix("WARREN_").lower(): v for k, v in env.items() if k.startswith("WARREN_")}
-    fields = {k: v for k, v in fields.items() if k in Settings.model_fields}
-    return Settings(_env_file=None, **fields)
 
 
 class Rig:
@@ -111,13 +104,18 @@ def rig(broker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureReque
     yield r
     r.close()
     for report in r.reports:
-        request.config.stash.setdefault(LEDGER_KEY, []).append((request.node.nodeid, str(report)))
+        record_report(request, report)
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         for w in r.workers:
             print(f"--- {w.name} log ---\n{w.log()[-4000:]}")
 
 
 LEDGER_KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def record_report(request: pytest.FixtureRequest, report: Report) -> None:
+    """List a ledger report in the run's closing "message ledger" section."""
+    request.config.stash.setdefault(LEDGER_KEY, []).append((request.node.nodeid, str(report)))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from warren.broker import Session
-from warren.config import Settings
+from warren.config import Settings, settings_from_env
 from warren.localworker import LocalApi, LocalWorker
 from warren.roles import shop
 from warren.topology import Subscription, apply
-from tests.support.fixtures import settings_from_env
 
 FAST = {
     "WARREN_SHOP_PAYMENT_MIN_MS": "100",

@@ -16,11 +16,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from warren import topology
 from warren.broker import Session
-from warren.config import Settings
+from warren.config import Settings, settings_from_env
 from warren.ledger import Ledger
 from warren.demo import provision_broker, say
 from warren.localworker import LocalWorker
@@ -59,10 +57,7 @@ def run(settings: Settings) -> int:
         }
         broker_url = provision_broker(stack, work_dir, settings).url
         env["WARREN_BROKER_URL"] = broker_url
-        demo = settings.model_copy(
-            update={"broker_url": SecretStr(broker_url), "broker_url_file": None, "namespace": env["WARREN_NAMESPACE"],
-                    "retry_initial_delay_ms": 300, "retry_max_attempts": 3}
-        )
+        demo = settings_from_env(env)
         session = Session.open(demo, name="warren-demo")
         topology.apply(session, topology.build(demo, pools=[selftest.spec]))
         session.close()

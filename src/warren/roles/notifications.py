@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from warren.roles.common import EMAIL_PATTERN, Customer, Store, Strict, shop, simulate
+from warren.roles.common import Customer, Store, Strict, shop, simulate
 from warren.worker import Pool, TaskContext
 
 email = Pool("email", events=("order.completed", "order.failed"))

@@ -1,0 +1,28 @@
+"""`make demo`, the README's main job, runs to its summary table and exits 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.broker
+
+
+def test_the_shop_demo_accounts_for_every_order(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}  # its own private broker
+    done = subprocess.run([sys.executable, "-m", "warren", "demo"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240)
+    print(done.stdout[-3000:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout[done.stdout.index("orders sent to the API"):]
+    assert "every order accounted for" in table
+    lines = {line.rsplit(None, 1)[0].strip(): int(line.rsplit(None, 1)[1]) for line in table.splitlines()
+             if line.strip() and line.rsplit(None, 1)[-1].isdigit()}
+    assert lines["lost"] == 0 and lines["orders charged twice"] == 0
+    assert lines["rejected: 409 out of stock"] == 2 and lines["rejected: 422 invalid"] == 1
+    assert lines["dead-lettered: schema_violation"] == 1
+    assert lines["failed: payment_declined"] == 4
+    assert lines["completed (paid, shipped, e-mailed)"] + 4 + 1 == lines["orders to account for"]
