@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,7 +16,19 @@ from warren.producer import Producer
 from warren.topology import Names
 from warren.worker.pool import load_pool
 from warren.ledger import Ledger, Report
-from warren.localworker import LocalWorker
+from warren.localbroker import LocalBroker
+
+from tests.chaos.platforms import (
+    DockerPlatform,
+    Platform,
+    ProcessPlatform,
+    Worker,
+    docker,
+    docker_ready,
+)
+
+WORKER_IMAGE = os.environ.get("WARREN_WORKER_IMAGE", "warren-worker:dev")
+RABBITMQ_IMAGE = os.environ.get("WARREN_RABBITMQ_IMAGE", "warren-rabbitmq:dev")
 
 # Short delays keep retry tests quick; everything else is the production default.
 FAST_RETRIES = {
@@ -31,10 +44,10 @@ FAST_RETRIES = {
 class Rig:
     """One test's system: its env, settings, topology, workers, producer and ledger."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = {**FAST_RETRIES, **env}
-        self.log_dir = log_dir
-        self.workers: list[LocalWorker] = []
+    def __init__(self, platform: Platform, env: dict[str, str]) -> None:
+        self.platform = platform
+        self.env = {**FAST_RETRIES, **env, "WARREN_BROKER_URL": platform.broker_url}
+        self.workers: list[Worker] = []
         self.reports: list[Report] = []
         self.configure()
 
@@ -54,9 +67,11 @@ class Rig:
             session.close()
 
     def worker(
-        self, name: str | None = None, *, pool: str = "selftest", ready: bool = True, **env: str
-    ) -> LocalWorker:
-        w = LocalWorker({**self.env, **env}, self.log_dir, pool=pool, name=name or f"w{len(self.workers) + 1}")
+        self, name: str | None = None, *, pool: str = "selftest", ready: bool = True, restart: bool = False,
+        **env: str,
+    ) -> Worker:
+        w = self.platform.start_worker({**self.env, **env}, name=name or f"w{len(self.workers) + 1}", pool=pool,
+                                       restart=restart)
         self.workers.append(w)
         return w.wait_ready() if ready else w
 
@@ -64,7 +79,7 @@ class Rig:
     def work_queue(self) -> str:
         return Names(self.settings.namespace).queue("selftest")
 
-    def busy_worker(self, ms: int, name: str | None = None) -> tuple[LocalWorker, str]:
+    def busy_worker(self, ms: int, name: str | None = None) -> tuple[Worker, str]:
         """A selftest worker in the middle of a task of ``ms`` milliseconds, and that task's id."""
         self.apply_topology()
         worker = self.worker(name)
@@ -98,16 +113,54 @@ class Rig:
         self.ledger.close()
 
 
-@pytest.fixture
-def rig(broker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
-    r = Rig(broker_env, tmp_path)
+@pytest.fixture(scope="session")
+def process_platform(broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> ProcessPlatform:
+    return ProcessPlatform(broker, tmp_path_factory.mktemp("workers"))
+
+
+@pytest.fixture(scope="session")
+def docker_platform() -> Iterator[DockerPlatform]:
+    """Workers and the broker as containers, from the images `make images` builds."""
+    problem = docker_ready()
+    if problem is None:
+        missing = [i for i in (WORKER_IMAGE, RABBITMQ_IMAGE) if docker("image", "inspect", i, check=False).returncode]
+        problem = f"images missing: {', '.join(missing)}" if missing else None
+    if problem is not None:
+        pytest.fail(f"Docker chaos needs a running engine and the images ({problem}): run `make images`",
+                    pytrace=False)
+    platform = DockerPlatform(worker_image=WORKER_IMAGE, rabbitmq_image=RABBITMQ_IMAGE,
+                              prefix=f"warren-chaos-{secrets.token_hex(3)}")
+    yield platform
+    platform.close()
+
+
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def platform(request: pytest.FixtureRequest) -> Platform:
+    """Each chaos scenario runs once per platform."""
+    return request.getfixturevalue(f"{request.param}_platform")
+
+
+def _rig(platform: Platform, namespace: str, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    r = Rig(platform, {"WARREN_NAMESPACE": namespace})
     yield r
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        for w in r.workers:
+            print(f"--- {w.name} log ---\n{w.log()[-4000:]}")
     r.close()
     for report in r.reports:
         record_report(request, report)
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        for w in r.workers:
-            print(f"--- {w.name} log ---\n{w.log()[-4000:]}")
+
+
+@pytest.fixture
+def rig(process_platform: ProcessPlatform, namespace: str, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """A test's system with worker processes on this machine."""
+    yield from _rig(process_platform, namespace, request)
+
+
+@pytest.fixture
+def chaos_rig(platform: Platform, namespace: str, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """A test's system on each platform in turn."""
+    yield from _rig(platform, namespace, request)
 
 
 LEDGER_KEY = pytest.StashKey[list[tuple[str, str]]]()
@@ -132,6 +185,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         terminalreporter.section("message ledger (every message accounted for)")
         for nodeid, line in rows:
             terminalreporter.write_line(f"{nodeid}: {line}")
-
-
-Spawn = Callable[..., LocalWorker]
