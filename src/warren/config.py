@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     )
     reconnect_initial_delay: float = Field(default=0.5, gt=0, description="First reconnect delay, seconds.")
     reconnect_max_delay: float = Field(default=30.0, gt=0, description="Cap of the reconnect delay, seconds.")
+    worker_name: str | None = Field(
+        default=None, max_length=200,
+        description="How this worker names itself in logs, connection names and events (default host:pid).",
+    )
     health_file: Path | None = Field(
         default=None,
         description="Exists while the worker is connected and consuming; its mtime is refreshed every few "

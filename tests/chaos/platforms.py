@@ -160,7 +160,7 @@ class Container:
 
     def __init__(self, image: str, env: Mapping[str, str], *, name: str, pool: str, restart: bool) -> None:
         self.name = name
-        args = ["run", "--detach", "--name", name, "--hostname", name, "--network", "host",
+        args = ["run", "--detach", "--name", name, "--network", "host", "--env", f"WARREN_WORKER_NAME={name}",
                 "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         if restart:
             args += ["--restart", "on-failure"]
@@ -170,7 +170,7 @@ class Container:
 
     @property
     def ident(self) -> str:
-        return f"{self.name}:1"  # the worker is PID 1 in its container
+        return self.name  # WARREN_WORKER_NAME: on the host network every container has the host's name
 
     def _state(self, field: str) -> str:
         return docker("inspect", "--format", f"{{{{.{field}}}}}", self.name).stdout.strip()
@@ -212,13 +212,15 @@ class DockerPlatform:
         self.worker_image = worker_image
         self.prefix = prefix
         self.broker_name = f"{prefix}-rabbitmq"
-        self.amqp_port, self.dist_port, self.management_port = _free_port(), _free_port(), _free_port()
-        self.broker_url = f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
+        amqp, dist, epmd, management = (_free_port() for _ in range(4))
+        self.broker_url = f"amqp://guest:guest@127.0.0.1:{amqp}/%2F"
         self._names = itertools.count(1)
-        docker("run", "--detach", "--name", self.broker_name, "--hostname", self.broker_name, "--network", "host",
-               "--env", f"RABBITMQ_NODE_PORT={self.amqp_port}", "--env", f"RABBITMQ_DIST_PORT={self.dist_port}",
-               "--env", f"RABBITMQ_MANAGEMENT_PORT={self.management_port}",
-               "--env", f"RABBITMQ_NODENAME=rabbit@{self.broker_name}",
+        # Host networking keeps all traffic on loopback; the node gets its own ports and its own
+        # epmd so it never meets another node on this machine (images/rabbitmq/Dockerfile).
+        docker("run", "--detach", "--name", self.broker_name, "--network", "host",
+               "--env", f"RABBITMQ_NODE_PORT={amqp}", "--env", f"RABBITMQ_DIST_PORT={dist}",
+               "--env", f"ERL_EPMD_PORT={epmd}",
+               "--env", f"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-rabbitmq_management tcp_config [{{port,{management}}}]",
                rabbitmq_image)
         self._wait_broker()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import socket
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,7 +54,7 @@ def work(payload: Work, ctx: TaskContext) -> dict[str, object]:
         time.sleep(ms / 1000)
     done = {
         "id": ctx.task_id,
-        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "worker": ctx.worker,
         "attempt": ctx.attempt,
         "redelivered": ctx.redelivered,
     }

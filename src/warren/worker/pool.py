@@ -60,6 +60,7 @@ class TaskContext:
     redelivered: bool
     correlation_id: str | None
     logger: logging.Logger
+    worker: str
     events: list[tuple[str, Any]] = field(default_factory=list)
     tasks: list[tuple[str, str, Any, str]] = field(default_factory=list)  # pool, type, payload, message id
 

@@ -50,8 +50,9 @@ class Result:
 
 
 class Processor:
-    def __init__(self, pool: Pool, *, names: Names, pool_names: PoolNames, policy: Policy) -> None:
+    def __init__(self, pool: Pool, *, names: Names, pool_names: PoolNames, policy: Policy, worker: str) -> None:
         self.pool = pool
+        self.worker = worker
         self.names = names
         self.pool_names = pool_names
         self.policy = policy
@@ -84,6 +85,7 @@ class Processor:
                     redelivered=delivery.redelivered,
                     correlation_id=delivery.correlation_id,
                     logger=log,
+                    worker=self.worker,
                 )
                 outcome, returned = self._run(spec.handler, payload, ctx)
         action = decide(outcome, attempt=attempt, policy=self.policy)

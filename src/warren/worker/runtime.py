@@ -100,7 +100,7 @@ class Worker:
     def __init__(self, pool: Pool, settings: Settings, *, name: str | None = None) -> None:
         self.pool = pool
         self.settings = settings
-        self.name = name or f"{pool.name}@{socket.gethostname()}:{os.getpid()}"
+        self.name = name or settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
         self.names = Names(settings.namespace)
         self.pool_names = self.names.pool(pool.name, settings.retry_delays_ms())
         self.topology = topology.build(settings, pools=[pool.spec])
@@ -110,7 +110,9 @@ class Worker:
             delivery_limit=settings.delivery_limit,
             max_body_bytes=settings.max_body_bytes,
         )
-        self.processor = Processor(pool, names=self.names, pool_names=self.pool_names, policy=self.policy)
+        self.processor = Processor(
+            pool, names=self.names, pool_names=self.pool_names, policy=self.policy, worker=self.name
+        )
         self.stats = Stats()
         self._results: queue.SimpleQueue[tuple[int, Result]] = queue.SimpleQueue()
         self._wakeup_pending = threading.Event()
