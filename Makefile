@@ -22,7 +22,7 @@ demo: deps ## Run the shop pipeline on a private RabbitMQ, kill a worker midway,
 
 ##@ Verify
 
-test: deps ## Run every test against a real RabbitMQ that the tests start themselves
+test: deps images ## Run every test: a real RabbitMQ the tests start themselves, real worker processes and containers
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 unit: ## Run the unit tests only (no broker)
@@ -31,4 +31,26 @@ unit: ## Run the unit tests only (no broker)
 bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.throughput
 
-.PHONY: help deps demo test unit bench
+##@ Containers
+
+IMAGE_TAG ?= dev
+# Base of the Python images. Empty: build warren-base:bookworm from Debian packages (debootstrap)
+# and use it for every image, pulling nothing. With a registry: BASE_IMAGE=python:3.11-slim-bookworm.
+BASE_IMAGE ?=
+# The broker the container tests run: built here unless set, e.g. to rabbitmq:3.13-management.
+RABBITMQ_IMAGE ?= warren-rabbitmq:$(IMAGE_TAG)
+export IMAGE_TAG BASE_IMAGE RABBITMQ_IMAGE
+
+docker: ## Install Docker and debootstrap if missing; start dockerd unless it answers
+	bash scripts/docker.sh ensure
+
+images: docker ## Build warren-worker, warren-api, warren-rabbitmq (tag IMAGE_TAG); pulls nothing unless BASE_IMAGE is set
+	bash scripts/docker.sh images
+
+lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
+	bash scripts/docker.sh lint
+
+test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
+	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
+
+.PHONY: help deps demo test unit bench docker images lint-images test-images

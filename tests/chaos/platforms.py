@@ -8,9 +8,7 @@ containers, and (for users with a cluster) Kubernetes pods.
 from __future__ import annotations
 
 import itertools
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +17,7 @@ from typing import Protocol
 
 from warren.localbroker import LocalBroker
 from warren.localworker import LocalWorker
+from tests.support.docker import HARDENED, docker, free_ports
 
 
 class Worker(Protocol):
@@ -130,38 +129,12 @@ class ProcessPlatform:
 
 
 # -- Docker containers ----------------------------------------------------------------------------
-DOCKER = shutil.which("docker", path="/usr/bin") or "docker"  # Debian's client; the 28.x one lacks buildx
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args[:3])} ... failed ({done.returncode}): {done.stderr.strip()}")
-    return done
-
-
-def docker_ready() -> str | None:
-    """None if the Docker engine answers, else why not."""
-    try:
-        done = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"docker: {e}"
-    return None if done.returncode == 0 else done.stderr.strip() or "docker info failed"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Container:
     """A worker container: hardened as the chart runs it (read-only root, no capabilities)."""
 
     def __init__(self, image: str, env: Mapping[str, str], *, name: str, pool: str, restart: bool) -> None:
         self.name = name
-        args = ["run", "--detach", "--name", name, "--network", "host", "--env", f"WARREN_WORKER_NAME={name}",
-                "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        args = ["run", "--detach", "--name", name, "--network", "host", "--env", f"WARREN_WORKER_NAME={name}", *HARDENED]
         if restart:
             args += ["--restart", "on-failure"]
         for key, value in env.items():
@@ -212,7 +185,7 @@ class DockerPlatform:
         self.worker_image = worker_image
         self.prefix = prefix
         self.broker_name = f"{prefix}-rabbitmq"
-        amqp, dist, epmd, management = (_free_port() for _ in range(4))
+        amqp, dist, epmd, management = free_ports(4)
         self.broker_url = f"amqp://guest:guest@127.0.0.1:{amqp}/%2F"
         self._names = itertools.count(1)
         # Host networking keeps all traffic on loopback; the node gets its own ports and its own

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,17 +17,8 @@ from warren.worker.pool import load_pool
 from warren.ledger import Ledger, Report
 from warren.localbroker import LocalBroker
 
-from tests.chaos.platforms import (
-    DockerPlatform,
-    Platform,
-    ProcessPlatform,
-    Worker,
-    docker,
-    docker_ready,
-)
-
-WORKER_IMAGE = os.environ.get("WARREN_WORKER_IMAGE", "warren-worker:dev")
-RABBITMQ_IMAGE = os.environ.get("WARREN_RABBITMQ_IMAGE", "warren-rabbitmq:dev")
+from tests.chaos.platforms import DockerPlatform, Platform, ProcessPlatform, Worker
+from tests.support.docker import RABBITMQ_IMAGE, WORKER_IMAGE, docker_problem
 
 # Short delays keep retry tests quick; everything else is the production default.
 FAST_RETRIES = {
@@ -121,10 +111,7 @@ def process_platform(broker: LocalBroker, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def docker_platform() -> Iterator[DockerPlatform]:
     """Workers and the broker as containers, from the images `make images` builds."""
-    problem = docker_ready()
-    if problem is None:
-        missing = [i for i in (WORKER_IMAGE, RABBITMQ_IMAGE) if docker("image", "inspect", i, check=False).returncode]
-        problem = f"images missing: {', '.join(missing)}" if missing else None
+    problem = docker_problem(WORKER_IMAGE, RABBITMQ_IMAGE)
     if problem is not None:
         pytest.fail(f"Docker chaos needs a running engine and the images ({problem}): run `make images`",
                     pytrace=False)

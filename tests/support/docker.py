@@ -1,0 +1,46 @@
+"""The Docker engine for tests: the client, the images `make images` builds, how containers run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+
+# Debian's client if present: its BuildKit needs no buildx plugin (scripts/docker.sh does the same).
+DOCKER = os.environ.get("DOCKER") or shutil.which("docker", path="/usr/bin") or "docker"
+TAG = os.environ.get("IMAGE_TAG") or "dev"
+PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE = (f"warren-{role}:{TAG}" for role in ("python", "worker", "api"))
+RABBITMQ_IMAGE = os.environ.get("RABBITMQ_IMAGE") or f"warren-rabbitmq:{TAG}"
+# How the Helm chart runs Warren's containers.
+HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([DOCKER, *args], check=False, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def docker_problem(*images: str) -> str | None:
+    """None if the engine answers and every image exists, else what is missing."""
+    try:
+        info = docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"docker: {e}"
+    if info.returncode != 0:
+        return info.stderr.strip() or "docker info failed"
+    missing = [image for image in images if docker("image", "inspect", image, check=False).returncode]
+    return f"images missing: {', '.join(missing)}" if missing else None
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
