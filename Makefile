@@ -25,6 +25,9 @@ demo: deps ## Run the shop pipeline on a private RabbitMQ, kill a worker midway,
 test: deps images ## Run every test: a real RabbitMQ the tests start themselves, real worker processes and containers
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
+chaos: deps images ## Run the chaos scenarios on every platform (processes, Docker containers)
+	$(PYTHON) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
 unit: ## Run the unit tests only (no broker)
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
 
@@ -53,4 +56,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps demo test unit bench docker images lint-images test-images
+.PHONY: help deps demo test chaos unit bench docker images lint-images test-images

@@ -36,8 +36,7 @@ def test_sigkill_mid_task_is_redelivered_to_another_worker_and_completed(chaos_r
 
 def test_workers_killed_at_random_under_load_lose_nothing(chaos_rig) -> None:
     chaos_rig.apply_topology()
-    for _ in range(3):
-        chaos_rig.worker(WARREN_PREFETCH="4")
+    chaos_rig.scale(3, WARREN_PREFETCH="4")
     names = Names(chaos_rig.settings.namespace)
     tasks = [task_message(names, "selftest", "work", {"ms": 30}) for _ in range(300)]
     chaos_rig.producer.publish_batch(tasks)
@@ -47,7 +46,8 @@ def test_workers_killed_at_random_under_load_lose_nothing(chaos_rig) -> None:
         chaos_rig.ledger.wait([t.message_id for t in tasks[: 80 * (kills + 1)]], timeout=30)
         victim.kill()
         kills += 1
-        chaos_rig.worker(WARREN_PREFETCH="4")
+        chaos_rig.scale(3, WARREN_PREFETCH="4")
+    chaos_rig.scale(1)  # scaling down drains gracefully: no task in flight is lost
     report = chaos_rig.account([t.message_id for t in tasks], timeout=90)
 
     assert kills == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 
@@ -64,6 +65,17 @@ class Rig:
                                        restart=restart)
         self.workers.append(w)
         return w.wait_ready() if ready else w
+
+    def scale(self, count: int, **env: str) -> list[Worker]:
+        """Start workers, or stop the newest gracefully (SIGTERM, drain), until ``count`` are alive."""
+        alive = [w for w in self.workers if w.alive()]
+        for _ in range(count - len(alive)):
+            alive.append(self.worker(**env))
+        while len(alive) > count:
+            victim = alive.pop()
+            victim.signal(signal.SIGTERM)
+            assert victim.wait(timeout=self.settings.shutdown_grace + 10) == 0
+        return alive
 
     @property
     def work_queue(self) -> str:
