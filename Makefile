@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
-	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
+	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Run
@@ -34,6 +34,33 @@ unit: ## Run the unit tests only (no broker)
 bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.throughput
 
+##@ Kubernetes
+
+KIND_CLUSTER ?= warren
+NAMESPACE ?= warren
+HELM_ARGS ?=
+
+define need
+	@command -v $(1) >/dev/null || { echo "$(1) is not installed: $(2)" >&2; exit 2; }
+endef
+
+dev: ## Create a kind cluster if none exists, then `skaffold dev` (rebuild and redeploy on change)
+	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
+	$(call need,skaffold,https://skaffold.dev/docs/install/)
+	$(call need,helm,https://helm.sh/docs/intro/install/)
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name '$(KIND_CLUSTER)'
+	skaffold dev --kube-context 'kind-$(KIND_CLUSTER)'
+
+deploy: ## `helm upgrade --install` the chart into NAMESPACE on the current cluster (HELM_ARGS adds flags)
+	$(call need,helm,https://helm.sh/docs/intro/install/)
+	helm upgrade --install warren charts/warren --namespace '$(NAMESPACE)' --create-namespace --wait $(HELM_ARGS)
+
+e2e: deps images ## On the kind cluster: install the chart, `helm test`, and every chaos scenario with pods
+	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
+	$(call need,helm,https://helm.sh/docs/intro/install/)
+	kind load docker-image 'warren-worker:$(IMAGE_TAG)' 'warren-api:$(IMAGE_TAG)' --name '$(KIND_CLUSTER)'
+	$(PYTHON) -m pytest -m kind tests/e2e tests/chaos $(PYTEST_ARGS)
+
 ##@ Containers
 
 IMAGE_TAG ?= dev
@@ -56,4 +83,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps demo test chaos unit bench docker images lint-images test-images
+.PHONY: help deps demo test chaos unit bench dev deploy e2e docker images lint-images test-images

@@ -18,6 +18,7 @@ from warren.worker.pool import load_pool
 from warren.ledger import Ledger, Report
 from warren.localbroker import LocalBroker
 
+from tests.chaos.kubernetes import KubernetesPlatform, cluster_problem
 from tests.chaos.platforms import DockerPlatform, Platform, ProcessPlatform, Worker
 from tests.support.docker import RABBITMQ_IMAGE, WORKER_IMAGE, docker_problem
 
@@ -133,7 +134,22 @@ def docker_platform() -> Iterator[DockerPlatform]:
     platform.close()
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(scope="session")
+def kubernetes_platform() -> Iterator[KubernetesPlatform]:
+    """Workers as pods next to the chart's RabbitMQ, on the current cluster (kind, `make e2e`)."""
+    problem = cluster_problem()
+    if problem is not None:
+        pytest.skip("no Kubernetes cluster reachable; `make e2e` runs this on kind")
+    platform = KubernetesPlatform(namespace=f"warren-chaos-{secrets.token_hex(3)}", worker_image=WORKER_IMAGE)
+    yield platform
+    platform.close()
+
+
+@pytest.fixture(params=[
+    "process",
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("kubernetes", marks=pytest.mark.kind),
+])
 def platform(request: pytest.FixtureRequest) -> Platform:
     """Each chaos scenario runs once per platform."""
     return request.getfixturevalue(f"{request.param}_platform")
