@@ -1,0 +1,298 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "warren.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "warren.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "warren.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels
+*/}}
+{{- define "warren.labels" -}}
+helm.sh/chart: {{ include "warren.chart" . }}
+{{ include "warren.selectorLabels" . }}
+{{- with .Chart.AppVersion }}
+app.kubernetes.io/version: {{ . | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: warren
+{{- end }}
+
+{{/*
+Selector labels: only name and instance. Selectors are immutable, so nothing that changes between
+releases (version, chart) may ever appear in one.
+*/}}
+{{- define "warren.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warren.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+A component's labels and selector labels. Called with (dict "root" $ "component" "api"), and for a
+worker pool also "pool" (the pool's key in .Values.pools).
+*/}}
+{{- define "warren.componentSelectorLabels" -}}
+{{ include "warren.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+warren/pool: {{ . }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.componentLabels" -}}
+{{ include "warren.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+warren/pool: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespace every object goes to.
+*/}}
+{{- define "warren.namespace" -}}
+{{- .Release.Namespace -}}
+{{- end }}
+
+{{/*
+Names of the objects: the full name and a suffix, the full name cut short so that the whole stays
+within a DNS label's 63 characters (52 for the StatefulSet, whose pods add "-N" and whose
+controller-revision-hash label adds a hash). Called with (dict "root" $ "suffix" "api"), and "max".
+*/}}
+{{- define "warren.suffixed" -}}
+{{- $max := int (default 63 .max) -}}
+{{- $base := include "warren.fullname" .root | trunc (int (sub (sub $max 1) (len .suffix))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base .suffix -}}
+{{- end }}
+
+{{- define "warren.rabbitmq.fullname" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "rabbitmq" "max" 52) }}
+{{- end }}
+
+{{- define "warren.rabbitmq.headless" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "rabbitmq-headless") }}
+{{- end }}
+
+{{- define "warren.rabbitmq.secretName" -}}
+{{- if .Values.rabbitmq.auth.existingSecret }}
+{{- .Values.rabbitmq.auth.existingSecret }}
+{{- else }}
+{{- include "warren.rabbitmq.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.api.fullname" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "api") }}
+{{- end }}
+
+{{/* Called with (dict "root" $ "pool" NAME). */}}
+{{- define "warren.worker.fullname" -}}
+{{- include "warren.suffixed" (dict "root" .root "suffix" (printf "worker-%s" .pool)) }}
+{{- end }}
+
+{{- define "warren.serviceAccountName" -}}
+{{- include "warren.fullname" . }}
+{{- end }}
+
+{{/*
+Images. Called with (dict "root" $ "image" .Values.image.worker): registry/repository:tag, or
+@digest when one is given; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "warren.image" -}}
+{{- $registry := .root.Values.image.registry -}}
+{{- $ref := .image.repository -}}
+{{- if $registry }}{{ $ref = printf "%s/%s" $registry $ref }}{{ end -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" $ref .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.rabbitmq.image" -}}
+{{- $image := .Values.rabbitmq.image -}}
+{{- $ref := $image.repository -}}
+{{- if $image.registry }}{{ $ref = printf "%s/%s" $image.registry $ref }}{{ end -}}
+{{- if $image.digest }}
+{{- printf "%s@%s" $ref $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref $image.tag }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the roles find the broker.
+- bundled RabbitMQ, generated credentials: <fullname>-broker holds the whole URL (key "url");
+- bundled RabbitMQ, rabbitmq.auth.existingSecret: the URL carries no credentials (ConfigMap), the
+  password is that Secret's "rabbitmq-password" key, mounted as a file (WARREN_BROKER_PASSWORD_FILE);
+- external broker: externalBroker.existingSecret, key externalBroker.key, holds the whole URL.
+The URL or password is always a mounted file, never an environment value.
+*/}}
+{{- define "warren.broker.host" -}}
+{{- printf "%s.%s.svc.%s" (include "warren.rabbitmq.fullname" .) (include "warren.namespace" .) .Values.clusterDomain }}
+{{- end }}
+
+{{- define "warren.broker.urlSecret" -}}
+{{- if not .Values.rabbitmq.enabled }}
+{{- required "externalBroker.existingSecret: name the Secret holding the broker URL (rabbitmq.enabled is false)" .Values.externalBroker.existingSecret }}
+{{- else if not .Values.rabbitmq.auth.existingSecret }}
+{{- include "warren.suffixed" (dict "root" . "suffix" "broker") }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.broker.urlKey" -}}
+{{- if .Values.rabbitmq.enabled }}url{{ else }}{{ .Values.externalBroker.key }}{{ end }}
+{{- end }}
+
+{{/* The broker credentials volume of a role pod. */}}
+{{- define "warren.broker.volume" -}}
+- name: broker
+  secret:
+    {{- if include "warren.broker.urlSecret" . }}
+    secretName: {{ include "warren.broker.urlSecret" . }}
+    items:
+      - key: {{ include "warren.broker.urlKey" . }}
+        path: url
+    {{- else }}
+    secretName: {{ .Values.rabbitmq.auth.existingSecret }}
+    items:
+      - key: rabbitmq-password
+        path: password
+    {{- end }}
+    defaultMode: 0440
+{{- end }}
+
+{{- define "warren.broker.volumeMount" -}}
+- name: broker
+  mountPath: /etc/warren/broker
+  readOnly: true
+{{- end }}
+
+{{/* Environment naming the broker file; the rest comes from the ConfigMap. */}}
+{{- define "warren.broker.env" -}}
+{{- if include "warren.broker.urlSecret" . -}}
+- name: WARREN_BROKER_URL_FILE
+  value: /etc/warren/broker/url
+{{- else -}}
+- name: WARREN_BROKER_PASSWORD_FILE
+  value: /etc/warren/broker/password
+{{- end }}
+{{- end }}
+
+{{/*
+The hardened security contexts of every Warren container (the images' user 10001).
+*/}}
+{{- define "warren.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "warren.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+A worker pool's settings: the chart-wide defaults (workers.*) under the pool's own keys.
+Called with (dict "root" $ "pool" NAME "spec" POOLVALUES); returns YAML to fromYaml.
+*/}}
+{{- define "warren.pool" -}}
+{{- $defaults := .root.Values.workers -}}
+{{- $spec := .spec -}}
+{{- $prefetch := int (default $defaults.prefetch $spec.prefetch) -}}
+{{- $maxTask := int (default $defaults.maxTaskSeconds $spec.maxTaskSeconds) -}}
+{{- $shutdownGrace := add (mul $maxTask $prefetch) $defaults.drainMarginSeconds -}}
+replicas: {{ hasKey $spec "replicas" | ternary $spec.replicas $defaults.replicas }}
+prefetch: {{ $prefetch }}
+maxTaskSeconds: {{ $maxTask }}
+target: {{ default .pool $spec.target | quote }}
+shutdownGraceSeconds: {{ $shutdownGrace }}
+terminationGracePeriodSeconds: {{ add $shutdownGrace 5 }}
+resources:
+  {{- toYaml (default $defaults.resources $spec.resources) | nindent 2 }}
+env:
+  {{- toYaml (default dict $spec.env) | nindent 2 }}
+{{- end }}
+
+{{/*
+Small, fixed resources of the short-lived containers (init containers, helm test pods).
+*/}}
+{{- define "warren.smallResources" -}}
+requests:
+  cpu: 10m
+  memory: 64Mi
+limits:
+  cpu: 500m
+  memory: 192Mi
+{{- end }}
+
+{{/* Pod scheduling shared by every pod. */}}
+{{- define "warren.scheduling" -}}
+{{- with .Values.nodeSelector -}}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+checkov skips for an image pinned by tag instead of digest (annotations of the workload). Called
+with (dict "image" IMAGEVALUES "values" "image.worker" "n" FIRSTINDEX). With a digest both checks
+pass and nothing is skipped.
+*/}}
+{{- define "warren.tagSkips" -}}
+{{- if not .image.digest -}}
+checkov.io/skip{{ .n }}: CKV_K8S_43=pinned by its release tag; set {{ .values }}.digest to pin it by digest
+checkov.io/skip{{ add1 .n }}: CKV_K8S_15=a release tag is immutable so IfNotPresent pulls it once (and runs kind-loaded images); a digest passes
+{{- end }}
+{{- end }}
