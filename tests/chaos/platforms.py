@@ -207,10 +207,12 @@ class DockerPlatform:
             try:
                 Session.open(Settings(_env_file=None, broker_url=self.broker_url), name="chaos-probe").close()
                 return
-            except BrokerUnavailable:
+            except BrokerUnavailable as e:
                 if time.monotonic() > deadline:
                     logs = docker("logs", self.broker_name, check=False)
-                    raise RuntimeError(f"broker container not ready in {timeout}s:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
+                    raise RuntimeError(
+                        f"broker container not ready in {timeout}s:\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}"
+                    ) from e
                 time.sleep(0.2)
 
     def start_worker(self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False) -> Container:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,9 @@ class Processor:
             else:
                 spec, payload = checked
                 ctx = TaskContext(
-                    task_id=delivery.message_id or "",
+                    # A message from a producer that set no id still gets one, so the ids derived
+                    # from it (events, follow-up tasks) never collide with another task's.
+                    task_id=delivery.message_id or f"anonymous-{uuid.uuid4().hex}",
                     task_type=delivery.type or spec.name,
                     pool=self.pool.name,
                     attempt=attempt,
@@ -140,7 +143,7 @@ class Processor:
                 # Ids derive from the task's and the pool's (several pools handle one event), so a
                 # redelivered task re-sends the same ids and readers can deduplicate; the
                 # correlation id follows the whole chain.
-                task_id = delivery.message_id or ""
+                task_id = ctx.task_id if ctx else delivery.message_id or ""
                 correlation_id = delivery.correlation_id or task_id
                 events = tuple(
                     Outgoing(
