@@ -144,13 +144,13 @@ def retry_delays_ms(*, attempts: int, initial_ms: int, multiplier: float, cap_ms
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced, safe to log. Splits on the last '@' rather than parsing,
+    so a password with an unescaped '/' or '@' is masked too, and IPv6 hosts keep their brackets."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _read_secret_file(path: Path | None, setting: str) -> str | None:

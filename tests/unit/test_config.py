@@ -63,6 +63,13 @@ def test_credentials_come_from_mounted_secret_files(monkeypatch, tmp_path) -> No
     assert redact_url(url) == "amqp://app:***@rabbit.svc:5672/prod"
 
 
+def test_redaction_masks_any_password_and_keeps_the_host() -> None:
+    assert redact_url("amqp://u:pa/ss@host:5672/vh") == "amqp://u:***@host:5672/vh"
+    assert redact_url("amqp://u:p@ss@[::1]:5672/%2F") == "amqp://u:***@[::1]:5672/%2F"
+    assert redact_url("amqp://host:5672/%2F") == "amqp://host:5672/%2F"
+    assert redact_url("amqp://user@host/") == "amqp://user@host/"
+
+
 def test_a_whole_url_file_wins_over_the_variable(monkeypatch, tmp_path) -> None:
     (tmp_path / "url").write_text("amqp://a:b@elsewhere:5672/%2F")
     monkeypatch.setenv("WARREN_BROKER_URL_FILE", str(tmp_path / "url"))
