@@ -34,6 +34,9 @@ unit: ## Run the unit tests only (no broker)
 bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.throughput
 
+bench-autoscale: deps ## Simulate a traffic spike: Warren's autoscaling policy vs KEDA's defaults (table + PNG)
+	$(PYTHON) -m bench.autoscale
+
 ##@ Kubernetes
 
 KIND_CLUSTER ?= warren
@@ -83,4 +86,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps demo test chaos unit bench dev deploy e2e docker images lint-images test-images
+.PHONY: help deps demo test chaos unit bench bench-autoscale dev deploy e2e docker images lint-images test-images

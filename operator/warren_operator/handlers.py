@@ -1,0 +1,177 @@
+"""Kopf wiring of the WorkerAutoscaler: read the queue, decide, scale the Deployment, say why.
+
+Deciding lives in ``policy`` and talking to RabbitMQ in ``metrics``; this module only moves values
+between Kubernetes, those two and kopf. Run it with ``kopf run -m warren_operator.handlers``
+(the CRD is ``operator/crds/workerautoscaler.yaml``).
+
+A one-second timer looks at each WorkerAutoscaler and acts every ``pollSeconds``. What ``decide``
+remembers between polls (its ``History``) stays in the object's kopf ``memo``: an operator restart
+forgets it, and the policy then treats the unknown past as having asked for the current count.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes
+from pydantic import SecretStr, ValidationError
+
+from warren_operator.metrics import ManagementConfig, MetricsError, StatsNotReady, fetch_queue_stats
+from warren_operator.policy import History, SpecError, decide, parse_spec
+
+GROUP, VERSION, PLURAL = "warren.dev", "v1alpha1", "workerautoscalers"
+DEFAULT_POLL_SECONDS = 5.0  # how soon an invalid spec is looked at again
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # One operator replica: no peering (it would need kopf's peering CRDs and RBAC).
+    settings.peering.standalone = True
+    # The WorkerAutoscaler CRD is installed before the operator: no cluster-wide CRD watching.
+    settings.scanning.disabled = True
+    # Events on the WorkerAutoscaler: each scale (INFO) and each new failure (WARNING), posted
+    # explicitly; log lines are never posted (posting.loggers stays off).
+    settings.posting.level = logging.INFO
+    settings.posting.loggers = False
+    settings.posting.reporting_component = "warren-operator"
+    # kopf keeps a finalizer on each WorkerAutoscaler while its timer runs: name it after us.
+    settings.persistence.finalizer = f"{GROUP}/operator"
+
+
+@kopf.on.login()
+def login(logger: kopf.Logger, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf and the ``kubernetes`` client share one configuration: in-cluster, else kubeconfig."""
+    return kopf.login_via_client(logger=logger, settings=settings)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=1.0, backoff=DEFAULT_POLL_SECONDS)
+def autoscale(namespace: str | None, spec: kopf.Spec, status: kopf.Status, body: kopf.Body, memo: kopf.Memo,
+              patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    now = time.time()
+    if now < memo.get("next_poll", 0.0):
+        return
+    assert namespace is not None  # WorkerAutoscaler is namespaced
+    conditions = [dict(c) for c in status.get("conditions") or []]
+    patch.status["conditions"] = conditions  # the whole list: a merge patch replaces lists
+    try:
+        policy_spec = parse_spec(_policy_fields(spec))
+    except SpecError as e:
+        memo.next_poll = now + DEFAULT_POLL_SECONDS
+        if _set_condition(conditions, "SpecValid", False, "InvalidSpec", _crd_message(e)):
+            kopf.warn(body, reason="InvalidSpec", message=_crd_message(e))
+        return
+    memo.next_poll = now + policy_spec.poll_seconds
+    _set_condition(conditions, "SpecValid", True, "Valid", "the spec is valid")
+
+    apps = kubernetes.client.AppsV1Api()
+    current = _current_replicas(apps, policy_spec.deployment, namespace, retry=policy_spec.poll_seconds)
+    patch.status["currentReplicas"] = current
+    try:
+        config = _management_config(namespace, spec.get("managementSecretRef", {}).get("name", ""))
+        stats = fetch_queue_stats(config, spec.get("vhost", "/"), policy_spec.queue, current_replicas=current,
+                                  timeout=min(5.0, policy_spec.poll_seconds))
+    except (MetricsError, CredentialsError) as e:
+        logger.warning("queue %r not read, holding %d replicas: %s", policy_spec.queue, current, e)
+        answered = isinstance(e, StatsNotReady)  # the broker answered, the queue has no counts yet
+        if _set_condition(conditions, "BrokerReachable", answered, type(e).__name__, str(e)) and not answered:
+            kopf.warn(body, reason=type(e).__name__, message=f"holding {current} replicas: {e}")
+        return
+    _set_condition(conditions, "BrokerReachable", True, "StatsRead", f"read queue {policy_spec.queue!r}")
+
+    decision = decide(policy_spec, stats, history=memo.get("history", History()), now=now)
+    memo.history = decision.history
+    desired = decision.desired_replicas
+    if desired != current:
+        apps.patch_namespaced_deployment_scale(policy_spec.deployment, namespace, {"spec": {"replicas": desired}})
+        kopf.info(body, reason="Scaled",
+                  message=f"Deployment {policy_spec.deployment} {current} -> {desired}: {decision.reason}")
+        patch.status.update(lastScaleTime=_timestamp(now), lastScaleReason=decision.reason)
+    patch.status.update(ready=stats.ready, unacked=stats.unacked, consumers=stats.consumers,
+                        publishRate=stats.publish_rate, ackRate=stats.ack_rate,
+                        currentReplicas=desired, desiredReplicas=desired)
+
+
+class CredentialsError(Exception):
+    """The management Secret is missing or does not hold a usable url, username and password."""
+
+
+def _current_replicas(apps: Any, deployment: str, namespace: str, *, retry: float) -> int:
+    try:
+        scale = apps.read_namespaced_deployment_scale(deployment, namespace)
+    except kubernetes.client.ApiException as e:
+        raise kopf.TemporaryError(f"cannot read Deployment {deployment}'s scale: {e.status} {e.reason}",
+                                  delay=retry) from None
+    return scale.spec.replicas or 0
+
+
+def _management_config(namespace: str, secret_name: str) -> ManagementConfig:
+    if not secret_name:
+        raise CredentialsError("spec.managementSecretRef.name is required")
+    try:
+        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(secret_name, namespace)
+    except kubernetes.client.ApiException as e:
+        raise CredentialsError(f"Secret {secret_name!r}: {e.status} {e.reason}") from None
+    data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+    missing = sorted({"url", "username", "password"} - data.keys())
+    if missing:
+        raise CredentialsError(f"Secret {secret_name!r} has no {', '.join(missing)}")
+    try:
+        return ManagementConfig(base_url=data["url"], username=data["username"],
+                                password=SecretStr(data["password"]))
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise CredentialsError(f"Secret {secret_name!r}: {problems}") from None
+
+
+# The CRD's field names, and where ``policy.parse_spec`` expects each (flat, its own names).
+_POLICY_NAMES = {
+    "targetRef.name": "deployment", "queue": "queue", "minReplicas": "minReplicas",
+    "maxReplicas": "maxReplicas", "activationMessages": "activationThreshold",
+    "target.messagesPerReplica": "messagesPerReplica", "target.drainSeconds": "drainSeconds",
+    "prefetch": "prefetch", "pollSeconds": "pollIntervalSeconds",
+}
+_BEHAVIOR_NAMES = {"stabilizationSeconds": "stabilizationWindowSeconds", "maxStep": "maxStep"}
+_CRD_NAMES = {policy: crd for crd, policy in _POLICY_NAMES.items()} | {
+    f"{direction}.{policy}": f"{direction}.{crd}"
+    for direction in ("scaleUp", "scaleDown") for crd, policy in _BEHAVIOR_NAMES.items()}
+
+
+def _policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The WorkerAutoscaler's spec in ``parse_spec``'s vocabulary (vhost and Secret are not its)."""
+    fields: dict[str, Any] = {}
+    for crd, policy in _POLICY_NAMES.items():
+        parent, _, key = crd.rpartition(".")
+        source = spec.get(parent, {}) if parent else spec
+        if isinstance(source, Mapping) and key in source:
+            fields[policy] = source[key]
+    for direction in ("scaleUp", "scaleDown"):
+        behavior = spec.get(direction)
+        if isinstance(behavior, Mapping):
+            fields[direction] = {_BEHAVIOR_NAMES.get(k, k): v for k, v in behavior.items()}
+    return fields
+
+
+def _crd_message(error: SpecError) -> str:
+    """``error``'s message, naming the field as the WorkerAutoscaler spells it."""
+    return str(error).replace(f"spec.{error.field}", f"spec.{_CRD_NAMES.get(error.field, error.field)}", 1)
+
+
+def _set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool, reason: str, message: str) -> bool:
+    """Set the ``kind`` condition in place; True if its status changed (its transition time moves)."""
+    previous = next((c for c in conditions if c.get("type") == kind), {})
+    value = "True" if ok else "False"
+    changed = previous.get("status") != value
+    conditions[:] = [c for c in conditions if c.get("type") != kind] + [{
+        "type": kind, "status": value, "reason": reason, "message": message,
+        "lastTransitionTime": _timestamp(time.time()) if changed else previous.get("lastTransitionTime")}]
+    return changed
+
+
+def _timestamp(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

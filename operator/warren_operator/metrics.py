@@ -1,0 +1,369 @@
+"""One queue's numbers from RabbitMQ's management HTTP API, for the operator's scaling decision.
+
+The middle of KEDA's three layers: ``policy.parse_spec`` validates, this module fetches one
+queue's stats into one immutable ``policy.QueueStats``, ``policy.decide`` decides. Every failure
+becomes a ``MetricsError`` whose ``temporary`` says what the operator does next:
+
+- ``BrokerUnreachable``, ``StatsNotReady``: temporary; hold the replicas and try again;
+- ``QueueNotFound``, ``Unauthorized``, ``UnexpectedResponse``: someone must change something.
+
+Credentials never leave this module: messages name the URL as ``http://user:***@host:port/...``,
+and errors are raised outside the ``except`` that caught urllib's, so no ``__context__`` keeps its
+frames (and the request's Authorization header) alive. Redirects are refused, since urllib would
+resend that header wherever they point; proxy variables are ignored.
+
+What RabbitMQ 3.10 reports, and how it is read here:
+
+- A quorum queue's counts come from its leader's tick, every 5 s whatever
+  ``collect_statistics_interval`` says; a new queue has none for its first 5-10 s. Missing counts
+  raise ``StatsNotReady``: they are unknown, not zero.
+- A rate is the difference of the last two samples, but the counters move in 5 s steps: asked
+  plainly, a steady flow reads 0.0 four seconds in five. Asking for 5 s increments
+  (``msg_rates_age``/``msg_rates_incr``) gives the rate over the last complete 5 s instead.
+- A quorum queue's ``consumers`` also counts every ``basic.get`` not yet acked.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict, FilePath, SecretStr, ValidationError, field_validator, model_validator
+
+from warren_operator.policy import QueueStats
+
+__all__ = [
+    "BrokerUnreachable", "ManagementConfig", "MetricsError", "ParsedBrokerUrl", "QueueNotFound", "QueueStats",
+    "StatsNotReady", "Unauthorized", "UnexpectedResponse", "fetch_queue_stats", "mask_url", "parse_broker_url",
+    "queue_stats_from_json",
+]
+
+_QUERY = urlencode({
+    "columns": "messages_ready,messages_unacknowledged,consumers,"
+               "message_stats.publish_details.rate,message_stats.ack_details.rate",
+    "msg_rates_age": "5",  # the management plugin keeps queue samples 5 s apart
+    "msg_rates_incr": "5",
+})
+_MAX_BODY = 64 * 1024  # a single queue's selected columns are a few hundred bytes
+_DEFAULT_MANAGEMENT = {"amqp": ("http", 15672), "amqps": ("https", 15671), "http": ("http", None),
+                       "https": ("https", None)}
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class MetricsError(Exception):
+    """The queue's stats could not be read; ``url`` is the request's URL with credentials masked."""
+
+    temporary: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class BrokerUnreachable(MetricsError):
+    """No answer: connection refused, timeout, DNS, TLS, a broken reply, or a 5xx. Temporary."""
+
+    temporary = True
+
+
+class StatsNotReady(MetricsError):
+    """The broker answered but has not reported the queue's counts yet (a new queue). Temporary."""
+
+    temporary = True
+
+
+class QueueNotFound(MetricsError):
+    """404: no such queue, or no such vhost."""
+
+    def __init__(self, *, url: str, vhost: str, queue: str) -> None:
+        super().__init__(f"queue {queue!r} not found in vhost {vhost!r} (404 from {url})", url=url, status=404)
+        self.vhost = vhost
+        self.queue = queue
+
+
+class Unauthorized(MetricsError):
+    """401/403: wrong credentials, or a user without the monitoring tag or access to the vhost."""
+
+
+class UnexpectedResponse(MetricsError):
+    """Any other status (a redirect, a 400), or a body that is not the queue's JSON."""
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+class ManagementConfig(BaseModel):
+    """Where the management API is and how to log in. Its repr never shows the password."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    base_url: str  # http(s)://host:port[/path-prefix], without credentials
+    username: str
+    password: SecretStr
+    ca_file: FilePath | None = None  # PEM bundle trusted instead of the system's, for https
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        if "@" in value:
+            raise ValueError("must not embed credentials: use parse_broker_url, or username and password")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _basic_auth_user(cls, value: str) -> str:
+        if not value or ":" in value:
+            raise ValueError("must be non-empty and without ':' (HTTP basic authentication)")
+        return value
+
+    @model_validator(mode="after")
+    def _ca_file_needs_https(self) -> ManagementConfig:
+        if self.ca_file is not None and not self.base_url.startswith("https:"):
+            raise ValueError("ca_file is only used with an https:// base_url")
+        return self
+
+    @property
+    def display_url(self) -> str:
+        """``base_url`` naming the user, with the password masked: for messages and logs."""
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{scheme}://{quote(self.username, safe='')}:***@{rest.rstrip('/')}"
+
+
+class ParsedBrokerUrl(NamedTuple):
+    config: ManagementConfig
+    display: str  # the URL as given, password masked
+    vhost: str | None  # an AMQP URL's vhost; None for a management URL
+
+
+def parse_broker_url(url: str, *, management_port: int | None = None,
+                     ca_file: Path | None = None) -> ParsedBrokerUrl:
+    """The management config of an AMQP URL (``amqp://u:p@host:5672/vhost``: http on 15672,
+    ``amqps``: https on 15671, unless ``management_port``) or of a management URL with
+    credentials (``https://u:p@host:15671``). Without credentials: guest/guest, as AMQP.
+    ValueError, naming the masked URL, if it cannot be used."""
+    display = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"invalid broker URL {display}: cannot read its host and port") from None
+    if parts.scheme not in _DEFAULT_MANAGEMENT or not parts.hostname:
+        raise ValueError(f"invalid broker URL {display}: needs amqp, amqps, http or https and a host")
+    scheme, default_port = _DEFAULT_MANAGEMENT[parts.scheme]
+    is_amqp = parts.scheme in ("amqp", "amqps")
+    if not is_amqp and (parts.query or parts.fragment):
+        raise ValueError(f"invalid broker URL {display}: a management URL has no query or fragment")
+    port = management_port or (default_port if is_amqp else port)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    prefix = "" if is_amqp else parts.path.rstrip("/")
+    try:
+        config = ManagementConfig(
+            base_url=f"{scheme}://{host}" + (f":{port}" if port else "") + prefix,
+            username=unquote(parts.username) if parts.username is not None else "guest",
+            password=SecretStr(unquote(parts.password) if parts.password is not None else "guest"),
+            ca_file=ca_file)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ValueError(f"invalid broker URL {display}: {problems}") from None
+    return ParsedBrokerUrl(config, display, _amqp_vhost(parts.path) if is_amqp else None)
+
+
+def _amqp_vhost(path: str) -> str:
+    return "/" if path in ("", "/") else unquote(path[1:])
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``. Never fails, even on a URL that does not
+    parse: everything up to the last ``@`` counts as user information."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url if sep or "@" not in url else "***"
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
+# --- fetch ----------------------------------------------------------------------------------
+
+
+def fetch_queue_stats(client_config: ManagementConfig, vhost: str, queue: str, *,
+                      current_replicas: int, timeout: float) -> QueueStats:
+    """The queue's stats, with the Deployment's ``current_replicas``, or a ``MetricsError``.
+
+    ``timeout`` bounds the connection and each read (urllib's semantics); the reply is small.
+    """
+    path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+    shown = client_config.display_url + path
+    status, body = _get(client_config, client_config.base_url.rstrip("/") + f"{path}?{_QUERY}",
+                        shown=shown, timeout=timeout)
+    if status != 200:
+        raise _status_error(status, body, shown=shown, vhost=vhost, queue=queue)
+    problem: str | None = None
+    try:
+        stats = queue_stats_from_json(json.loads(body), current_replicas=current_replicas)
+    except ValueError as e:  # JSONDecodeError is one
+        problem = f"not the queue's JSON ({type(e).__name__}: {str(e)[:200]})"
+    if problem is not None:
+        raise UnexpectedResponse(f"{shown}: {problem}", url=shown, status=status) from None
+    if stats is None:
+        raise StatsNotReady(f"{shown}: the broker has not reported the queue's counts yet (a new queue?)",
+                            url=shown, status=status) from None
+    return stats
+
+
+def queue_stats_from_json(payload: object, *, current_replicas: int) -> QueueStats | None:
+    """The stats in a ``GET /api/queues/{vhost}/{name}?columns=...`` reply, None while its counts
+    are missing (then RabbitMQ may even send ``[]``).
+
+    ValueError if the payload is not shaped like the API's reply. A missing, negative or
+    non-finite rate is None: unknown.
+    """
+    if payload == []:  # ``columns`` selected nothing: an empty Erlang proplist is encoded as a list
+        return None
+    if not isinstance(payload, dict):
+        raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+    keys = ("messages_ready", "messages_unacknowledged", "consumers")
+    if any(payload.get(key) is None for key in keys):
+        return None
+    ready, unacked, consumers = (_count(payload, key) for key in keys)
+    message_stats = _mapping(payload, "message_stats")
+    return QueueStats(ready=ready, unacked=unacked, consumers=consumers, current_replicas=current_replicas,
+                      publish_rate=_rate(message_stats, "publish_details"),
+                      ack_rate=_rate(message_stats, "ack_details"))
+
+
+def _count(payload: Mapping[str, object], key: str) -> int:
+    value = payload[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a count, got {value!r}")
+    return value
+
+
+def _mapping(payload: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = payload.get(key)
+    if value is None or value == []:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _rate(message_stats: Mapping[str, object], key: str) -> float | None:
+    rate = _mapping(message_stats, key).get("rate")
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise ValueError(f"message_stats.{key}.rate must be a number, got {rate!r}")
+    return float(rate) if math.isfinite(rate) and rate >= 0 else None
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def _get(config: ManagementConfig, url: str, *, shown: str, timeout: float) -> tuple[int, bytes]:
+    """(status, body) of a GET, whatever the status; BrokerUnreachable, without a cause, when
+    there is no HTTP answer."""
+    failure = ""
+    try:
+        with _opener(config).open(_request(config, url), timeout=timeout) as response:
+            return response.status, response.read(_MAX_BODY)
+    except urllib.error.HTTPError as e:
+        return e.code, _drain(e)
+    except (OSError, http.client.HTTPException) as e:
+        failure = _describe_failure(e, timeout=timeout)
+    raise BrokerUnreachable(f"{shown}: {failure}", url=shown) from None
+
+
+def _request(config: ManagementConfig, url: str) -> urllib.request.Request:
+    credentials = f"{config.username}:{config.password.get_secret_value()}".encode()
+    return urllib.request.Request(url, headers={
+        "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+        "Accept": "application/json"})
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx stays an HTTPError: following it would resend the Authorization header."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _opener(config: ManagementConfig) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _RefuseRedirects()]
+    if config.base_url.startswith("https:"):
+        cafile = str(config.ca_file) if config.ca_file is not None else None
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    return urllib.request.build_opener(*handlers)
+
+
+def _drain(error: urllib.error.HTTPError) -> bytes:
+    try:
+        return error.read(_MAX_BODY)
+    except (OSError, http.client.HTTPException):
+        return b""
+    finally:
+        error.close()
+
+
+def _describe_failure(error: BaseException, *, timeout: float) -> str:
+    """What went wrong, from the exception's class and OS message only: never its arguments."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    match reason:
+        case TimeoutError():
+            return f"no answer within {timeout:g} s"
+        case ConnectionRefusedError():
+            return "connection refused (nothing listening?)"
+        case socket.gaierror():
+            return f"cannot resolve the host name ({reason.strerror})"
+        case ssl.SSLCertVerificationError():
+            return f"TLS certificate not trusted ({reason.verify_message})"
+        case ssl.SSLError():
+            return f"TLS failed ({reason.reason})"
+        case OSError():
+            return reason.strerror or type(reason).__name__
+        case str():
+            return reason
+    return f"broken HTTP reply ({type(reason).__name__})"
+
+
+def _status_error(status: int, body: bytes, *, shown: str, vhost: str, queue: str) -> MetricsError:
+    reason = _broker_reason(body)
+    if status == 404:
+        return QueueNotFound(url=shown, vhost=vhost, queue=queue)
+    if status in (401, 403):
+        return Unauthorized(f"{shown}: {status} {reason}: check the user name and password, and that the "
+                            f"user has the monitoring or management tag and access to vhost {vhost!r}",
+                            url=shown, status=status)
+    if status >= 500 or status in (408, 429):
+        return BrokerUnreachable(f"{shown}: {status} {reason}", url=shown, status=status)
+    return UnexpectedResponse(f"{shown}: {status} {reason}", url=shown, status=status)
+
+
+def _broker_reason(body: bytes) -> str:
+    """The ``reason`` of RabbitMQ's JSON error body; nothing else of a body is ever shown."""
+    try:
+        reason = json.loads(body).get("reason")
+    except (ValueError, AttributeError):
+        return "(no reason given)"
+    return str(reason)[:200] if reason else "(no reason given)"

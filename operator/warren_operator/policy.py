@@ -1,0 +1,437 @@
+"""How many replicas a worker Deployment should run: a pure decision over immutable values.
+
+Three layers that never mix: ``parse_spec`` validates a WorkerAutoscaler spec into a ``Spec``
+(it only reads the mapping); the operator fetches the queue's numbers into one ``QueueStats``;
+``decide`` turns spec, stats, the ``History`` it returned last time and the time into a
+``Decision``. No I/O and no hidden state: the memory of the past (recent recommendations, when the
+queue went empty, the last scale) travels in ``History``, which the caller keeps (in the
+resource's status) and passes back.
+
+The rules, in the order ``decide`` applies them:
+
+1. the target: backlog (ready + unacked) per replica, or enough replicas to drain the backlog
+   within ``drainSeconds`` at the observed per-consumer ack rate (the one last measured with
+   every consumer busy: see ``ack_rate_per_consumer``);
+2. the in-flight floor: never fewer replicas than hold unacked work, ceil(unacked / prefetch);
+3. stabilization, as the HPA does it: scale up to at most the lowest recommendation of the
+   scale-up window, down to at least the highest of the scale-down window;
+4. the max step per decision, up and down; the in-flight floor again;
+5. zero: asleep until the ready count reaches the activation threshold; to zero only after the
+   queue was empty with nothing unacked for the whole scale-down window;
+6. the bounds: always within [minReplicas, maxReplicas].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+DRAIN_FALLBACK_MESSAGES_PER_REPLICA = 20
+"""Drain mode's backlog per replica while no per-consumer ack rate is known (no acks, no consumers)."""
+
+_EPSILON = 1e-9  # ceil(12.000000000001) must be 12, not 13
+_HUGE = 1e12  # a vanishing ack rate asks for "more than max", not for infinity
+_NEGLIGIBLE_RATE = 1e-6  # msg/s per consumer: one message in eleven days is no rate at all
+
+
+class SpecError(ValueError):
+    """A WorkerAutoscaler spec that cannot be used; ``field`` names the offending field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"spec.{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogTarget:
+    """At most this many messages (ready + unacked) per replica."""
+
+    messages_per_replica: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrainTarget:
+    """Enough replicas to drain the backlog within ``seconds`` at the observed per-consumer rate."""
+
+    seconds: float
+
+
+Target = BacklogTarget | DrainTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Behavior:
+    """One direction's policy: a stabilization window, and a largest change per decision."""
+
+    stabilization_seconds: float
+    max_step: int | None  # None: no limit
+
+
+DEFAULT_SCALE_UP = Behavior(stabilization_seconds=0.0, max_step=None)
+DEFAULT_SCALE_DOWN = Behavior(stabilization_seconds=300.0, max_step=None)  # the HPA's defaults
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    deployment: str
+    queue: str
+    min_replicas: int
+    max_replicas: int
+    target: Target
+    activation_threshold: int = 1  # ready messages that wake a Deployment at zero
+    prefetch: int = 1  # each worker's prefetch (WARREN_PREFETCH)
+    poll_seconds: float = 5.0
+    scale_up: Behavior = DEFAULT_SCALE_UP
+    scale_down: Behavior = DEFAULT_SCALE_DOWN
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One snapshot of the queue and the Deployment. A rate is None until it is known."""
+
+    ready: int
+    unacked: int
+    consumers: int
+    current_replicas: int
+    publish_rate: float | None = None  # messages per second
+    ack_rate: float | None = None  # messages per second, all consumers together
+
+    def __post_init__(self) -> None:
+        for name in ("ready", "unacked", "consumers", "current_replicas"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("publish_rate", "ack_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not (math.isfinite(rate) and rate >= 0):
+                raise ValueError(f"{name} must be a finite rate >= 0 or None, got {rate}")
+
+    @property
+    def backlog(self) -> int:
+        return self.ready + self.unacked
+
+
+@dataclass(frozen=True, slots=True)
+class PerConsumerRate:
+    value: float  # acks per second per consumer
+    source: str  # how it was obtained, for the reason
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    at: float
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What ``decide`` remembers between calls; ``History()`` before the first."""
+
+    first_seen: float | None = None  # the first decision: what came before is unknown
+    last_scale_time: float | None = None  # the last decision that changed the replica count
+    empty_since: float | None = None  # start of the current run of empty observations
+    recommendations: tuple[Recommendation, ...] = ()  # within the longer stabilization window
+    last_consumers: int | None = None  # at the last decision
+    last_ready: int | None = None  # at the last decision
+    per_consumer_rate: float | None = None  # acks/s per consumer, last measured with all of them busy
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    desired_replicas: int
+    reason: str
+    history: History
+
+
+# --- parse and validate ---------------------------------------------------------------------
+
+_SPEC_FIELDS = frozenset({
+    "deployment", "queue", "minReplicas", "maxReplicas", "activationThreshold",
+    "messagesPerReplica", "drainSeconds", "prefetch", "pollIntervalSeconds", "scaleUp", "scaleDown",
+})
+_BEHAVIOR_FIELDS = frozenset({"stabilizationWindowSeconds", "maxStep"})
+_MISSING = object()
+
+
+def parse_spec(spec: Mapping[str, object]) -> Spec:
+    """The validated ``Spec`` of a WorkerAutoscaler's ``spec``, or ``SpecError`` naming the field."""
+    _reject_unknown(spec, _SPEC_FIELDS, prefix="")
+    min_replicas = _integer(spec, "minReplicas", default=1, minimum=0)
+    max_replicas = _integer(spec, "maxReplicas", minimum=1)
+    if max_replicas < min_replicas:
+        raise SpecError("maxReplicas", f"must be at least minReplicas ({min_replicas}), got {max_replicas}")
+    return Spec(
+        deployment=_name(spec, "deployment"),
+        queue=_name(spec, "queue"),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        target=_target(spec),
+        activation_threshold=_integer(spec, "activationThreshold", default=1, minimum=1),
+        prefetch=_integer(spec, "prefetch", default=1, minimum=1),
+        poll_seconds=_seconds(spec, "pollIntervalSeconds", default=5.0, zero_allowed=False),
+        scale_up=_behavior(spec, "scaleUp", DEFAULT_SCALE_UP),
+        scale_down=_behavior(spec, "scaleDown", DEFAULT_SCALE_DOWN),
+    )
+
+
+def _target(spec: Mapping[str, object]) -> Target:
+    has_backlog, has_drain = "messagesPerReplica" in spec, "drainSeconds" in spec
+    if has_backlog == has_drain:
+        raise SpecError("messagesPerReplica", "set exactly one of messagesPerReplica and drainSeconds")
+    if has_backlog:
+        return BacklogTarget(_integer(spec, "messagesPerReplica", minimum=1))
+    seconds = _seconds(spec, "drainSeconds", zero_allowed=False)
+    if seconds < 1:
+        raise SpecError("drainSeconds", f"must be at least 1, got {seconds:g}")
+    return DrainTarget(seconds)
+
+
+def _behavior(spec: Mapping[str, object], key: str, default: Behavior) -> Behavior:
+    value = spec.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        return default
+    if not isinstance(value, Mapping):
+        raise SpecError(key, f"must be an object, got {_shown(value)}")
+    _reject_unknown(value, _BEHAVIOR_FIELDS, prefix=f"{key}.")
+    max_step = value.get("maxStep")
+    return Behavior(
+        stabilization_seconds=_seconds(value, "stabilizationWindowSeconds", prefix=f"{key}.",
+                                       default=default.stabilization_seconds, zero_allowed=True),
+        max_step=None if max_step is None else _integer(value, "maxStep", prefix=f"{key}.", minimum=1),
+    )
+
+
+def _reject_unknown(mapping: Mapping[str, object], known: frozenset[str], *, prefix: str) -> None:
+    unknown = sorted(str(key) for key in mapping if key not in known)
+    if unknown:
+        raise SpecError(f"{prefix}{unknown[0]}", f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def _name(spec: Mapping[str, object], key: str) -> str:
+    value = spec.get(key, _MISSING)
+    if value is _MISSING:
+        raise SpecError(key, "is required")
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(key, f"must be a non-empty string, got {_shown(value)}")
+    return value
+
+
+def _integer(spec: Mapping[str, object], key: str, *, minimum: int, default: object = _MISSING,
+             prefix: str = "") -> int:
+    value = spec.get(key, default)
+    if value is _MISSING:
+        raise SpecError(f"{prefix}{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{prefix}{key}", f"must be an integer, got {_shown(value)}")
+    if value < minimum:
+        raise SpecError(f"{prefix}{key}", f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _seconds(spec: Mapping[str, object], key: str, *, zero_allowed: bool, default: object = _MISSING,
+             prefix: str = "") -> float:
+    value = spec.get(key, default)
+    if value is _MISSING:
+        raise SpecError(f"{prefix}{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(f"{prefix}{key}", f"must be a number of seconds, got {_shown(value)}")
+    if value < 0 or (value == 0 and not zero_allowed):
+        bound = "at least 0" if zero_allowed else "more than 0"
+        raise SpecError(f"{prefix}{key}", f"must be {bound}, got {value}")
+    return float(value)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- decide ---------------------------------------------------------------------------------
+
+
+def decide(spec: Spec, stats: QueueStats, *, history: History, now: float) -> Decision:
+    """The replicas to run now, why, and the history to pass to the next call."""
+    current = stats.current_replicas
+    reasons: list[str] = []
+    floor = in_flight_floor(stats, prefetch=spec.prefetch)
+    rate = ack_rate_per_consumer(stats, history)
+    wanted = _noted(reasons, *target_replicas(spec.target, stats, rate=rate))
+    if floor > wanted:
+        reasons.append(f"raised to {floor} for in-flight work "
+                       f"({stats.unacked} unacked / prefetch {spec.prefetch})")
+        wanted = floor
+    remembered = _remember(history, stats, wanted=wanted, now=now, spec=spec)
+    desired = _noted(reasons, *_stabilized(spec, remembered, current=current, wanted=wanted, now=now))
+    desired = _noted(reasons, *_stepped(spec, current=current, desired=desired))
+    if desired < floor:
+        reasons.append(f"kept at the in-flight floor {floor}")
+        desired = floor
+    if spec.min_replicas == 0:
+        desired = _noted(reasons, *_at_zero(spec, stats, remembered, desired=desired, now=now))
+    desired = _noted(reasons, *_bounded(spec, desired))
+    if desired != current:
+        remembered = replace(remembered, last_scale_time=now)
+    return Decision(desired, ", ".join(reasons), remembered)
+
+
+def in_flight_floor(stats: QueueStats, *, prefetch: int) -> int:
+    """The fewest replicas that can hold the unacked messages."""
+    return -(-stats.unacked // prefetch)
+
+
+def target_replicas(target: Target, stats: QueueStats, *, rate: PerConsumerRate | None) -> tuple[int, str]:
+    """The replicas the target asks for, before any other rule, and how they were counted."""
+    match target:
+        case BacklogTarget(messages_per_replica=per_replica):
+            return _per_replica(stats.backlog, per_replica)
+        case DrainTarget(seconds=seconds):
+            return _drain(stats, seconds, rate)
+    raise TypeError(f"not a target: {target!r}")
+
+
+def ack_rate_per_consumer(stats: QueueStats, history: History) -> PerConsumerRate | None:
+    """What one consumer can ack per second, None when unknown or zero (no acks, no consumers).
+
+    The observed rate says that only if every consumer was busy through the interval the ack rate
+    averages (messages waiting at this decision and the last) and the consumers are those of the
+    last decision: idle consumers ack what arrives, not what they could, and the consumer count is
+    of this instant, so right after pods join or leave the quotient mixes two fleets (29 new
+    consumers credited with the acks of 1). Otherwise the rate last measured under those
+    conditions stands in, if there is one.
+    """
+    observed = _observed_rate(stats)
+    if observed is not None and _measures_capacity(stats, history):
+        return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
+    if history.per_consumer_rate is not None:
+        now = (f"consumers {history.last_consumers} -> {stats.consumers}"
+               if history.last_consumers not in (None, stats.consumers) else "consumers not all busy")
+        return PerConsumerRate(history.per_consumer_rate, f"last measured with all busy; {now}")
+    if observed is None:
+        return None
+    return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
+
+
+def _measures_capacity(stats: QueueStats, history: History) -> bool:
+    """Messages waiting now and at the last decision (every consumer busy), the same consumers."""
+    return (stats.ready > 0 and history.last_ready != 0
+            and history.last_consumers in (None, stats.consumers))
+
+
+def _observed_rate(stats: QueueStats) -> float | None:
+    if stats.ack_rate is None or stats.consumers == 0:
+        return None
+    rate = stats.ack_rate / stats.consumers
+    return rate if rate >= _NEGLIGIBLE_RATE else None
+
+
+def _per_replica(backlog: int, per_replica: int) -> tuple[int, str]:
+    replicas = -(-backlog // per_replica)
+    return replicas, f"backlog {backlog} msgs / {per_replica} per replica = {replicas}"
+
+
+def _drain(stats: QueueStats, seconds: float, rate: PerConsumerRate | None) -> tuple[int, str]:
+    """Replicas that drain the backlog in ``seconds``, counting arrivals while the queue is behind.
+
+    With ready messages waiting every consumer is busy, so the per-consumer ack rate is what a
+    replica can do, and the messages published meanwhile must drain too. With none waiting the
+    consumers keep up, and an idle consumer's ack rate says nothing of what it could do: counting
+    arrivals then would keep every replica the load happens to be spread over (the in-flight floor
+    sizes a Deployment that keeps up: its busy consumers).
+    """
+    if rate is None:
+        replicas, how = _per_replica(stats.backlog, DRAIN_FALLBACK_MESSAGES_PER_REPLICA)
+        return replicas, f"no per-consumer ack rate yet ({_rate_text(stats)}): fallback {how}"
+    arriving = (stats.publish_rate or 0.0) * seconds if stats.ready > 0 else 0.0
+    needed = (stats.backlog + arriving) / (rate.value * seconds)
+    replicas = max(0, math.ceil(min(needed, _HUGE) - _EPSILON))
+    if stats.ready == 0:
+        work = f"backlog {stats.backlog} msgs (queue keeping up)"
+    elif stats.publish_rate is None:
+        work = f"backlog {stats.backlog} msgs (publish rate unknown)"
+    else:
+        work = f"backlog {stats.backlog} msgs + {stats.publish_rate:.1f} msg/s arriving"
+    return replicas, f"{work} drained in {seconds:g} s at {rate.value:.2f} msg/s per consumer ({rate.source}) = {replicas}"
+
+
+def _rate_text(stats: QueueStats) -> str:
+    acks = "unknown" if stats.ack_rate is None else f"{stats.ack_rate:.1f}/s"
+    return f"acks {acks}, {stats.consumers} consumers"
+
+
+def _remember(history: History, stats: QueueStats, *, wanted: int, now: float, spec: Spec) -> History:
+    horizon = now - max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
+    kept = tuple(r for r in history.recommendations if r.at >= horizon)
+    empty = stats.backlog == 0
+    observed = _observed_rate(stats)
+    measured = observed is not None and _measures_capacity(stats, history)
+    return replace(
+        history,
+        first_seen=now if history.first_seen is None else history.first_seen,
+        empty_since=(history.empty_since if history.empty_since is not None else now) if empty else None,
+        recommendations=(*kept, Recommendation(now, wanted)),
+        last_consumers=stats.consumers,
+        last_ready=stats.ready,
+        per_consumer_rate=observed if measured else history.per_consumer_rate,
+    )
+
+
+def _stabilized(spec: Spec, history: History, *, current: int, wanted: int, now: float) -> tuple[int, str | None]:
+    """The HPA's rule: up to the lowest recommendation of the up window, down to the highest of
+    the down window. Until a whole down window has been watched, the unknown past counts as
+    having recommended the current count."""
+    up_window, down_window = spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds
+    lowest = min(r.replicas for r in history.recommendations if r.at >= now - up_window)
+    highest = max(r.replicas for r in history.recommendations if r.at >= now - down_window)
+    watched = now - (history.first_seen if history.first_seen is not None else now)
+    unwatched = watched < down_window
+    stabilized = min(max(current, lowest), max(highest, current) if unwatched else highest)
+    if stabilized < wanted:
+        return stabilized, f"scale-up held at {stabilized}, the lowest in the {up_window:g} s scale-up window"
+    if stabilized > wanted and stabilized > highest:
+        return stabilized, f"kept at {stabilized}: watched {watched:g} s of the {down_window:g} s scale-down window"
+    if stabilized > wanted:
+        return stabilized, f"kept at {stabilized}, the highest in the {down_window:g} s scale-down window"
+    return stabilized, None
+
+
+def _stepped(spec: Spec, *, current: int, desired: int) -> tuple[int, str | None]:
+    up, down = spec.scale_up.max_step, spec.scale_down.max_step
+    if up is not None and desired > current + up:
+        return current + up, f"scale-up limited to +{up} per decision: {current + up}"
+    if down is not None and desired < current - down:
+        return current - down, f"scale-down limited to -{down} per decision: {current - down}"
+    return desired, None
+
+
+def _at_zero(spec: Spec, stats: QueueStats, history: History, *, desired: int, now: float) -> tuple[int, str | None]:
+    """Waking from zero at the activation threshold, and going to zero only after a quiet window."""
+    window = spec.scale_down.stabilization_seconds
+    if stats.current_replicas == 0:
+        if stats.ready >= spec.activation_threshold:
+            return max(1, desired), (f"waking from zero: {stats.ready} ready >= activation "
+                                     f"threshold {spec.activation_threshold}")
+        if stats.unacked > 0:
+            return max(1, desired), f"waking from zero: {stats.unacked} unacked"
+        if desired > 0:
+            return 0, f"staying at zero: {stats.ready} ready < activation threshold {spec.activation_threshold}"
+        return 0, None
+    if desired > 0:
+        return desired, None
+    quiet = now - history.empty_since if history.empty_since is not None else 0.0
+    if quiet >= window:
+        return 0, f"queue empty with nothing unacked for {quiet:g} s: scaling to zero"
+    return 1, f"queue empty for {quiet:g} s of the {window:g} s window: keeping 1"
+
+
+def _bounded(spec: Spec, desired: int) -> tuple[int, str | None]:
+    if desired > spec.max_replicas:
+        return spec.max_replicas, f"capped at max {spec.max_replicas}"
+    if desired < spec.min_replicas:
+        return spec.min_replicas, f"raised to min {spec.min_replicas}"
+    return desired, None
+
+
+def _noted(reasons: list[str], value: int, reason: str | None) -> int:
+    if reason is not None:
+        reasons.append(reason)
+    return value

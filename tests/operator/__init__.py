@@ -1,0 +1,1 @@
+"""Tests of the operator (package ``warren_operator`` in ``operator/``)."""
