@@ -46,9 +46,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+from warren_operator.policy import Behavior, DrainTarget, History, QueueStats, Spec, decide
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-from warren_operator.policy import Behavior, DrainTarget, History, QueueStats, Spec, decide
 
 STATS_INTERVAL = 5  # RabbitMQ's collect_statistics_interval, seconds
 TREND = 5  # "draining" once the backlog (above 10) is lower than this many seconds before: Poisson noise
