@@ -2,7 +2,7 @@
 
 Deciding lives in ``policy`` and talking to RabbitMQ in ``metrics``; this module only moves values
 between Kubernetes, those two and kopf. Run it with ``kopf run -m warren_operator.handlers``
-(the CRD is ``operator/crds/workerautoscaler.yaml``).
+(the CRD is ``charts/warren/crds/workerautoscaler.yaml``).
 
 A one-second timer looks at each WorkerAutoscaler and acts every ``pollSeconds``. What ``decide``
 remembers between polls (its ``History``) stays in the object's kopf ``memo``: an operator restart
@@ -17,12 +17,15 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 import kubernetes
 from pydantic import SecretStr, ValidationError
 
-from warren_operator.metrics import ManagementConfig, MetricsError, StatsNotReady, fetch_queue_stats
+from warren_operator.metrics import (
+    ManagementConfig, MetricsError, StatsNotReady, fetch_queue_stats, parse_broker_url,
+)
 from warren_operator.policy import History, SpecError, decide, parse_spec
 
 GROUP, VERSION, PLURAL = "warren.dev", "v1alpha1", "workerautoscalers"
@@ -73,7 +76,7 @@ def autoscale(namespace: str | None, spec: kopf.Spec, status: kopf.Status, body:
     current = _current_replicas(apps, policy_spec.deployment, namespace, retry=policy_spec.poll_seconds)
     patch.status["currentReplicas"] = current
     try:
-        config = _management_config(namespace, spec.get("managementSecretRef", {}).get("name", ""))
+        config = _management_config(namespace, spec)
         stats = fetch_queue_stats(config, spec.get("vhost", "/"), policy_spec.queue, current_replicas=current,
                                   timeout=min(5.0, policy_spec.poll_seconds))
     except (MetricsError, CredentialsError) as e:
@@ -110,23 +113,56 @@ def _current_replicas(apps: Any, deployment: str, namespace: str, *, retry: floa
     return scale.spec.replicas or 0
 
 
-def _management_config(namespace: str, secret_name: str) -> ManagementConfig:
-    if not secret_name:
+def _management_config(namespace: str, spec: Mapping[str, Any]) -> ManagementConfig:
+    """Where the management API is and how to log in, from the Secret ``spec.managementSecretRef``.
+
+    The URL is the Secret's ``urlKey`` (default ``url``), else ``spec.managementUrl``: an
+    ``http(s)://`` management URL, or an ``amqp(s)://`` broker URL (management on 15672 or 15671
+    of its host), with or without credentials. The Secret's ``usernameKey`` and ``passwordKey``
+    (default ``username``, ``password``), where present, win over the URL's. So one Secret serves
+    in three shapes: the roles' own broker URL; url, username and password; or only a password
+    (``passwordKey: rabbitmq-password``) with a ``managementUrl`` such as ``http://warren@host:15672``.
+    """
+    name = (spec.get("managementSecretRef") or {}).get("name", "")
+    if not name:
         raise CredentialsError("spec.managementSecretRef.name is required")
     try:
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(secret_name, namespace)
+        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
     except kubernetes.client.ApiException as e:
-        raise CredentialsError(f"Secret {secret_name!r}: {e.status} {e.reason}") from None
-    data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-    missing = sorted({"url", "username", "password"} - data.keys())
-    if missing:
-        raise CredentialsError(f"Secret {secret_name!r} has no {', '.join(missing)}")
+        raise CredentialsError(f"Secret {name!r}: {e.status} {e.reason}") from None
     try:
-        return ManagementConfig(base_url=data["url"], username=data["username"],
-                                password=SecretStr(data["password"]))
+        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+    except (ValueError, UnicodeDecodeError):
+        raise CredentialsError(f"Secret {name!r}: a value is not base64-encoded UTF-8") from None
+    return management_config_from(spec, data)
+
+
+def management_config_from(spec: Mapping[str, Any], data: Mapping[str, str]) -> ManagementConfig:
+    """``_management_config`` once the Secret is read: its decoded ``data``. CredentialsError if
+    they give no usable URL and password; the message never holds the password."""
+    ref = spec.get("managementSecretRef") or {}
+    name = ref.get("name", "")
+    url_key = ref.get("urlKey", "url")
+    url = data.get(url_key) or spec.get("managementUrl") or ""
+    if not url:
+        raise CredentialsError(f"Secret {name!r} has no {url_key!r} key and spec.managementUrl is not set")
+    try:
+        parsed = parse_broker_url(url.strip())
+    except ValueError as e:  # its message names the URL with the password masked
+        raise CredentialsError(f"Secret {name!r}: {e}") from None
+    username = data.get(ref.get("usernameKey", "username")) or parsed.config.username
+    password = data.get(ref.get("passwordKey", "password"))
+    if password is None:
+        if urlsplit(url.strip()).password is None:
+            raise CredentialsError(f"Secret {name!r} has no {ref.get('passwordKey', 'password')!r} key "
+                                   f"and the URL {parsed.display} has no password")
+        password = parsed.config.password.get_secret_value()
+    try:
+        return ManagementConfig(base_url=parsed.config.base_url, username=username.strip(),
+                                password=SecretStr(password.strip()))
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise CredentialsError(f"Secret {secret_name!r}: {problems}") from None
+        raise CredentialsError(f"Secret {name!r}: {problems}") from None
 
 
 # The CRD's field names, and where ``policy.parse_spec`` expects each (flat, its own names).

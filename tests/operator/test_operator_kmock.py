@@ -33,7 +33,7 @@ from tests.operator.emulator import Emulator, kubeconfig, now_rfc3339, register_
 from warren.localbroker import LocalBroker
 from warren_operator import handlers
 
-CRD_FILE = Path(__file__).parents[2] / "operator" / "crds" / "workerautoscaler.yaml"
+CRD_FILE = Path(__file__).parents[2] / "charts" / "warren" / "crds" / "workerautoscaler.yaml"
 NS = "shop"
 DEPLOYMENTS, SECRETS = "apps/v1/deployments", "v1/secrets"
 
