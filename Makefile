@@ -61,7 +61,7 @@ deploy: ## `helm upgrade --install` the chart into NAMESPACE on the current clus
 e2e: deps images ## On the kind cluster: install the chart, `helm test`, and every chaos scenario with pods
 	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
 	$(call need,helm,https://helm.sh/docs/intro/install/)
-	kind load docker-image 'warren-worker:$(IMAGE_TAG)' 'warren-api:$(IMAGE_TAG)' --name '$(KIND_CLUSTER)'
+	kind load docker-image 'warren-worker:$(IMAGE_TAG)' 'warren-api:$(IMAGE_TAG)' 'warren-operator:$(IMAGE_TAG)' --name '$(KIND_CLUSTER)'
 	$(PYTHON) -m pytest -m kind tests/e2e tests/chaos $(PYTEST_ARGS)
 
 ##@ Containers
@@ -77,7 +77,7 @@ export IMAGE_TAG BASE_IMAGE RABBITMQ_IMAGE
 docker: ## Install Docker and debootstrap if missing; start dockerd unless it answers
 	bash scripts/docker.sh ensure
 
-images: docker ## Build warren-worker, warren-api, warren-rabbitmq (tag IMAGE_TAG); pulls nothing unless BASE_IMAGE is set
+images: docker ## Build warren-worker, warren-api, warren-operator, warren-rabbitmq (tag IMAGE_TAG); pulls nothing unless BASE_IMAGE is set
 	bash scripts/docker.sh images
 
 lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)

@@ -31,6 +31,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "external-broker": {
         "rabbitmq": {"enabled": False},
         "externalBroker": {"existingSecret": "shared-broker", "key": "amqp-url"},
+        # The operator reads the management API of the broker that URL names.
+        "operator": {"enabled": True},
+        "pools": {"email": {"enabled": True, "autoscaling": {"enabled": True}}},
     },
     # Every optional feature on, and every alternative path taken.
     "all-features": {
@@ -38,6 +41,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "registry": "registry.example.com/warren",
             "worker": {"digest": DIGEST},
             "api": {"digest": DIGEST},
+            "operator": {"digest": DIGEST},
         },
         "imagePullSecrets": ["registry-credentials"],
         "nodeSelector": {"kubernetes.io/os": "linux"},
@@ -55,8 +59,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                          "env": {"WARREN_SHOP_PAYMENT_MAX_MS": "4000"},
                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                        "limits": {"cpu": "1", "memory": "512Mi"}}},
-            "sms": {"enabled": False},
-            "selftest": {"enabled": True, "target": "warren.roles.selftest:pool"},
+            "sms": {"enabled": False, "autoscaling": {"enabled": True}},  # a disabled pool scales nothing
+            "selftest": {"enabled": True, "target": "warren.roles.selftest:pool",
+                         "autoscaling": {"enabled": True, "queue": "warren.selftest", "minReplicas": 0,
+                                         "maxReplicas": 3, "scaleDown": {"stabilizationSeconds": 30}}},
+        },
+        "workers": {"autoscaling": {"enabled": True, "drainSeconds": 20}},
+        "operator": {
+            "enabled": True, "logLevel": "DEBUG", "metricsPort": 9191, "metricsAnnotations": True,
+            "management": {"existingSecret": "rabbitmq-monitoring", "urlKey": "management-url",
+                           "passwordKey": "monitoring-password", "url": "https://monitor@rabbitmq.example.com:15671",
+                           "vhost": "shop"},
         },
         "rabbitmq": {
             "replicas": 3,
@@ -74,6 +87,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     # The production profile shipped with the chart.
     "production": values_from_yaml((CHART / "values-production.yaml").read_text()),
+    # What `make e2e` installs on kind: the operator scaling the selftest pool.
+    "e2e": values_from_yaml((CHART.parents[1] / "tests" / "e2e" / "values-e2e.yaml").read_text()),
 }
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod")

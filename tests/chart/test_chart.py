@@ -17,7 +17,9 @@ import sys
 import time
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
+import yaml
 import pytest
 from helm_python import Chart, HelmValuesError, lint, package, values_from_yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
@@ -35,10 +37,16 @@ ALLOWED_SKIPS = {
     "CKV_K8S_43": "images pinned by release tag; setting a digest removes the skip",
     "CKV_K8S_15": "IfNotPresent with an immutable release tag; setting a digest removes the skip",
     "CKV_K8S_40": "the official RabbitMQ image's fixed UID 999",
-    "CKV_K8S_38": "RabbitMQ up to 4.0 reads its peers from the Kubernetes API",
+    "CKV_K8S_38": "RabbitMQ up to 4.0 reads its peers, and the operator scales Deployments, through the Kubernetes API",
     "CKV_K8S_8": "helm test pods run one command to completion (no liveness probe)",
     "CKV_K8S_9": "helm test pods receive no traffic (no readiness probe)",
 }
+
+# The chart's CRD (crds/): the WorkerAutoscalers it renders are validated against its OpenAPI
+# schema, whose bounds are JSON Schema draft 4's.
+CRD = yaml.safe_load((CHART / "crds" / "workerautoscaler.yaml").read_text())
+CUSTOM_RESOURCE_VERSION = f"{CRD['spec']['group']}/{CRD['spec']['versions'][0]['name']}"
+CUSTOM_RESOURCE_SCHEMA = jsonschema.Draft4Validator(CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 SHOP_POOLS = ("orders", "inventory", "payments", "shipping", "email", "sms", "analytics", "audit")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
@@ -90,6 +98,10 @@ def test_the_chart_packages_and_the_package_renders(chart, tmp_path) -> None:
 def test_every_object_is_valid_against_the_kubernetes_schemas(rendered: Render, version: str) -> None:
     problems = []
     for o in rendered.objects:
+        if o["apiVersion"] == CUSTOM_RESOURCE_VERSION:  # ours: its CRD's schema, not Kubernetes'
+            problems += [f"{o['kind']} {o['metadata']['name']}: {e.message} at {'/'.join(map(str, e.path))}"
+                         for e in CUSTOM_RESOURCE_SCHEMA.iter_errors(o)]
+            continue
         try:
             kubernetes_validate.validate(o, version, strict=True)  # strict: unknown fields rejected
         except ValidationError as e:
@@ -226,7 +238,9 @@ def test_warren_pods_run_as_the_image_user_without_a_token_or_service_links(rend
             assert spec["securityContext"]["runAsUser"] == 999 and spec["securityContext"]["fsGroup"] == 999
             continue
         assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["fsGroup"] == 10001
-        assert spec["automountServiceAccountToken"] is False
+        # Only the operator talks to the Kubernetes API, with a ServiceAccount of its own.
+        assert spec["automountServiceAccountToken"] is (component == "operator")
+        assert (spec["serviceAccountName"] == f"{RELEASE}-operator") is (component == "operator")
         # A Service named warren-api would otherwise inject WARREN_API_PORT=tcp://...
         assert spec["enableServiceLinks"] is False
 
@@ -532,6 +546,10 @@ BAD_VALUES = {
     "credentials in values": ("warren:\n  extraEnv:\n    WARREN_BROKER_URL: amqp://u:p@h/\n",
                               ["invalid propertyName 'WARREN_BROKER_URL'"]),
     "no broker at all": ("rabbitmq:\n  enabled: false\n", ["/externalBroker/existingSecret", "minLength"]),
+    "password in the management URL": ("operator:\n  management:\n    url: http://u:secret@h:15672\n",
+                                       ["/operator/management/url"]),
+    "autoscaling to no workers": ("pools:\n  payments:\n    enabled: true\n    autoscaling:\n      maxReplicas: 0\n",
+                                  ["/pools/payments/autoscaling/maxReplicas", "minimum"]),
     "limits left out": ("api:\n  resources:\n    requests: {cpu: 1, memory: 1Gi}\n    limits: null\n",
                         ["/api/resources", "missing property 'limits'"]),
 }
@@ -592,9 +610,14 @@ def test_values_yaml_documents_every_key_once(chart) -> None:
 def test_the_production_profile_is_a_three_node_cluster_with_more_workers(renders) -> None:
     prod, default = renders["production"], renders["default"]
     assert prod.get("StatefulSet", f"{RELEASE}-rabbitmq")["spec"]["replicas"] == 3
-    for pool in ("payments", "email"):
+    for pool in ("orders", "inventory"):
         assert (prod.get("Deployment", f"{RELEASE}-worker-{pool}")["spec"]["replicas"]
                 > default.get("Deployment", f"{RELEASE}-worker-{pool}")["spec"]["replicas"])
+    # The slow and bursty pools are scaled by the operator, payments never below 3 workers.
+    autoscaled = {a["spec"]["targetRef"]["name"]: a["spec"] for a in prod.of_kind("WorkerAutoscaler")}
+    assert set(autoscaled) == {f"{RELEASE}-worker-{pool}" for pool in ("payments", "shipping", "email")}
+    assert autoscaled[f"{RELEASE}-worker-payments"]["minReplicas"] == 3
+    assert autoscaled[f"{RELEASE}-worker-payments"]["target"] == {"drainSeconds": 30}
     memory = prod.get("StatefulSet", f"{RELEASE}-rabbitmq")["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert memory["limits"]["memory"] == memory["requests"]["memory"] == "4Gi"
     anti = prod.get("StatefulSet", f"{RELEASE}-rabbitmq")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]

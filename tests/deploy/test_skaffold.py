@@ -1,5 +1,6 @@
 """skaffold.yaml: every image it builds exists as a Dockerfile, and every built image reaches the
-chart through setValueTemplates, so `skaffold dev` deploys what it just built."""
+chart through setValueTemplates, so `skaffold dev` deploys what it just built (the operator
+included: it scales the payments pool)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,20 @@ def test_every_artifact_has_its_dockerfile_and_build_arguments(artifact) -> None
 
 def test_built_images_are_the_ones_the_chart_deploys() -> None:
     values: dict = {}
+    for key, value in RELEASE.get("setValues", {}).items():
+        _set(values, key, value)
     for key, template in RELEASE["setValueTemplates"].items():
         _set(values, key, _fill(template))
     chart = Chart.load(ROOT / RELEASE["chartPath"])
     rendered = "\n".join(chart.render(values, name="warren", namespace="warren").values())
     images = set(re.findall(r"image:\s*\"?([^\s\"]+)", rendered))
-    warren = {i for i in images if "warren-worker" in i or "warren-api" in i}
-    assert warren == {"registry.test/warren-worker:built-by-skaffold", "registry.test/warren-api:built-by-skaffold"}
+    warren = {i for i in images if "warren-" in i and "rabbitmq" not in i}
+    assert warren == {f"registry.test/warren-{role}:built-by-skaffold" for role in ("worker", "api", "operator")}
+    # Every image skaffold builds is deployed, or is the base of one that is.
+    built = {a["image"] for a in SKAFFOLD["build"]["artifacts"]}
+    bases = {r["image"] for a in SKAFFOLD["build"]["artifacts"] for r in a.get("requires", [])}
+    assert {f"warren-{role}" for role in ("worker", "api", "operator")} == built - bases
+    assert "kind: WorkerAutoscaler" in rendered, "skaffold dev shows the operator scaling a pool"
 
 
 def test_the_production_like_profile_uses_the_production_values() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from tests.support.docker import TAG
 
 pytestmark = pytest.mark.kind
 CHART = Path(__file__).resolve().parents[2] / "charts" / "warren"
+# The operator scales the selftest pool: 10 tasks per worker, 1 to 4 workers, a 20 s window.
+E2E_VALUES = Path(__file__).resolve().parent / "values-e2e.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,8 @@ def release():
     namespace = f"warren-e2e-{secrets.token_hex(3)}"
     subprocess.run(
         ["helm", "install", "warren", str(CHART), "--namespace", namespace, "--create-namespace", "--wait",
-         "--timeout", "10m", "--set", f"image.worker.tag={TAG}", "--set", f"image.api.tag={TAG}"],
+         "--timeout", "10m", "--set", f"image.worker.tag={TAG}", "--set", f"image.api.tag={TAG}",
+         "--set", f"image.operator.tag={TAG}", "--values", str(E2E_VALUES)],
         check=True, timeout=700,
     )
     yield namespace
@@ -40,3 +44,33 @@ def test_helm_test_passes_against_the_install(release: str) -> None:
     done = subprocess.run(["helm", "test", "warren", "--namespace", release, "--logs", "--timeout", "5m"],
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _jsonpath(namespace: str, kind: str, name: str, path: str) -> str:
+    return kubectl("get", kind, name, "-o", f"jsonpath={path}", namespace=namespace).stdout.strip()
+
+
+def _until(check, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        time.sleep(1)
+
+
+def test_the_operator_scales_a_pool_up_with_its_backlog_and_back_down(release: str) -> None:
+    deployment, autoscaler = "deployment/warren-worker-selftest", "workerautoscaler/warren-worker-selftest"
+    assert _jsonpath(release, "deployment", "warren-worker-selftest", "{.spec.replicas}") == "1"
+    # 40 tasks of 3 s: at 10 per worker the operator asks for 4 workers within a poll or two.
+    kubectl("exec", deployment, "-c", "worker", "--", "warren", "publish", "selftest", "work", '{"ms": 3000}',
+            "--count", "40", namespace=release)
+    _until(lambda: _jsonpath(release, "deployment", "warren-worker-selftest", "{.spec.replicas}") == "4",
+           timeout=30, what="the selftest pool scaled to 4 workers")
+    reason = _jsonpath(release, "workerautoscaler", "warren-worker-selftest", "{.status.lastScaleReason}")
+    assert "backlog" in reason, reason
+    events = kubectl("get", "events", "--field-selector", "reason=Scaled", "-o", "name", namespace=release).stdout
+    assert events.strip(), "the operator posts an Event for each scale"
+    # Drained (30 s of work on 4 workers), then after the 20 s window back to 1.
+    _until(lambda: _jsonpath(release, "deployment", "warren-worker-selftest", "{.spec.replicas}") == "1",
+           timeout=180, what="the selftest pool back to 1 worker")
+    assert _jsonpath(release, autoscaler.split("/")[0], "warren-worker-selftest",
+                     '{.status.conditions[?(@.type=="BrokerReachable")].status}') == "True"

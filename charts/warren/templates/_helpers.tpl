@@ -296,3 +296,66 @@ checkov.io/skip{{ .n }}: CKV_K8S_43=pinned by its release tag; set {{ .values }}
 checkov.io/skip{{ add1 .n }}: CKV_K8S_15=a release tag is immutable so IfNotPresent pulls it once (and runs kind-loaded images); a digest passes
 {{- end }}
 {{- end }}
+
+{{/*
+A pool's autoscaling: workers.autoscaling under the pool's own `autoscaling` keys, key by key
+(a pool's `enabled: false` or `minReplicas: 0` must win, which sprig's merges do not allow).
+Called with (dict "root" $ "pool" NAME "spec" POOLVALUES); returns YAML to fromYaml.
+*/}}
+{{- define "warren.autoscaling" -}}
+{{- $d := .root.Values.workers.autoscaling -}}
+{{- $a := default dict .spec.autoscaling -}}
+{{- range $key := list "enabled" "minReplicas" "maxReplicas" "messagesPerReplica" "drainSeconds" "activationMessages" "pollSeconds" }}
+{{ $key }}: {{ hasKey $a $key | ternary (index $a $key) (index $d $key) | toJson }}
+{{- end }}
+queue: {{ default (printf "%s.%s" .root.Values.warren.namespace .pool) $a.queue | quote }}
+{{- range $direction := list "scaleUp" "scaleDown" }}
+{{- $own := default dict (index $a $direction) }}
+{{ $direction }}:
+  {{- range $key := list "stabilizationSeconds" "maxStep" }}
+  {{ $key }}: {{ hasKey $own $key | ternary (index $own $key) (index (index $d $direction) $key) | toJson }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.operator.fullname" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "operator") }}
+{{- end }}
+
+{{/*
+Where the operator finds the management API, for a WorkerAutoscaler's spec (YAML to fromYaml):
+operator.management.existingSecret if set; else the bundled RabbitMQ's Secret (its password only,
+the URL naming the administrator); else the external broker's URL Secret (management on 15672 of
+its host, with the URL's credentials).
+*/}}
+{{- define "warren.operator.management" -}}
+{{- $m := .Values.operator.management -}}
+{{- if $m.existingSecret }}
+secretName: {{ $m.existingSecret | quote }}
+urlKey: {{ $m.urlKey | quote }}
+passwordKey: {{ $m.passwordKey | quote }}
+url: {{ $m.url | quote }}
+{{- else if .Values.rabbitmq.enabled }}
+secretName: {{ include "warren.rabbitmq.secretName" . | quote }}
+urlKey: url
+passwordKey: rabbitmq-password
+url: {{ default (printf "http://%s@%s:15672" (.Values.rabbitmq.auth.username | urlquery) (include "warren.broker.host" .)) $m.url | quote }}
+{{- else }}
+secretName: {{ include "warren.broker.urlSecret" . | quote }}
+urlKey: {{ .Values.externalBroker.key | quote }}
+passwordKey: {{ $m.passwordKey | quote }}
+url: {{ $m.url | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The Deployments the operator scales: those of the pools whose autoscaling is enabled. */}}
+{{- define "warren.autoscaledDeployments" -}}
+{{- range $pool, $spec := .Values.pools }}
+{{- if $spec.enabled }}
+{{- $auto := include "warren.autoscaling" (dict "root" $ "pool" $pool "spec" $spec) | fromYaml }}
+{{- if $auto.enabled }}
+- {{ include "warren.worker.fullname" (dict "root" $ "pool" $pool) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
