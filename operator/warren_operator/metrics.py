@@ -1,4 +1,5 @@
-"""One queue's numbers from RabbitMQ's management HTTP API, for the operator's scaling decision.
+"""One queue's numbers from RabbitMQ's management HTTP API, for the operator's scaling decision,
+and who holds its unacked messages, for its choice of pods on scale-down.
 
 The middle of KEDA's three layers: ``policy.parse_spec`` validates, this module fetches one
 queue's stats into one immutable ``policy.QueueStats``, ``policy.decide`` decides. Every failure
@@ -21,6 +22,12 @@ What RabbitMQ 3.10 reports, and how it is read here:
   plainly, a steady flow reads 0.0 four seconds in five. Asking for 5 s increments
   (``msg_rates_age``/``msg_rates_incr``) gives the rate over the last complete 5 s instead.
 - A quorum queue's ``consumers`` also counts every ``basic.get`` not yet acked.
+- Who consumes (``fetch_consumers``) takes three reads: the queue's ``consumer_details`` name each
+  consumer's channel and connection, but by address (``127.0.0.1:57780 -> ...``), not by the name
+  the client gave; that (``user_provided_name``) is in ``/api/vhosts/{vhost}/connections``, and
+  each channel's unacked count in ``/api/vhosts/{vhost}/channels``. A channel's count covers every
+  queue it consumes from (a Warren worker consumes one queue per channel). A user with only the
+  ``management`` tag sees its own connections alone: the operator's needs ``monitoring``.
 """
 
 from __future__ import annotations
@@ -33,19 +40,20 @@ import socket
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, FilePath, SecretStr, ValidationError, field_validator, model_validator
 
+from warren_operator.deletion_cost import Consumer
 from warren_operator.policy import QueueStats
 
 __all__ = [
-    "BrokerUnreachable", "ManagementConfig", "MetricsError", "ParsedBrokerUrl", "QueueNotFound", "QueueStats",
-    "StatsNotReady", "Unauthorized", "UnexpectedResponse", "fetch_queue_stats", "mask_url", "parse_broker_url",
-    "queue_stats_from_json",
+    "BrokerUnreachable", "Consumer", "ManagementConfig", "MetricsError", "ParsedBrokerUrl", "QueueNotFound",
+    "QueueStats", "StatsNotReady", "Unauthorized", "UnexpectedResponse", "consumers_from_json", "fetch_consumers",
+    "fetch_queue_stats", "mask_url", "parse_broker_url", "queue_stats_from_json",
 ]
 
 _QUERY = urlencode({
@@ -54,7 +62,14 @@ _QUERY = urlencode({
     "msg_rates_age": "5",  # the management plugin keeps queue samples 5 s apart
     "msg_rates_incr": "5",
 })
+_CONSUMERS_QUERY = urlencode({"columns": "consumer_details.channel_details.name,"
+                                         "consumer_details.channel_details.connection_name,"
+                                         "consumer_details.channel_details.peer_host"})
+_CHANNELS_QUERY = urlencode({"columns": "name,messages_unacknowledged"})
+_CONNECTIONS_QUERY = urlencode({"columns": "name,user_provided_name"})
 _MAX_BODY = 64 * 1024  # a single queue's selected columns are a few hundred bytes
+_MAX_LIST_BODY = 8 * 1024 * 1024  # a vhost's channels or connections, a queue's consumers: ~100 bytes each
+_T = TypeVar("_T")
 _DEFAULT_MANAGEMENT = {"amqp": ("http", 15672), "amqps": ("https", 15671), "http": ("http", None),
                        "https": ("https", None)}
 
@@ -213,23 +228,55 @@ def fetch_queue_stats(client_config: ManagementConfig, vhost: str, queue: str, *
 
     ``timeout`` bounds the connection and each read (urllib's semantics); the reply is small.
     """
-    path = f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
-    shown = client_config.display_url + path
-    status, body = _get(client_config, client_config.base_url.rstrip("/") + f"{path}?{_QUERY}",
-                        shown=shown, timeout=timeout)
+    path = _queue_path(vhost, queue)
+    stats = _fetch(client_config, path, _QUERY, lambda payload: queue_stats_from_json(
+        payload, current_replicas=current_replicas), what="the queue's JSON", timeout=timeout, vhost=vhost,
+        queue=queue)
+    if stats is None:
+        shown = client_config.display_url + path
+        raise StatsNotReady(f"{shown}: the broker has not reported the queue's counts yet (a new queue?)",
+                            url=shown, status=200)
+    return stats
+
+
+def fetch_consumers(client_config: ManagementConfig, vhost: str, queue: str, *,
+                    timeout: float) -> tuple[Consumer, ...]:
+    """Each channel consuming from the queue, with its connection's name and its unacked count,
+    or a ``MetricsError``. Three reads, each bounded by ``timeout``."""
+    def read(path: str, query: str, what: str) -> object:
+        return _fetch(client_config, path, query, lambda payload: payload, what=what, timeout=timeout,
+                      vhost=vhost, queue=queue, limit=_MAX_LIST_BODY)
+
+    vhost_path = f"/api/vhosts/{quote(vhost, safe='')}"
+    queue_payload = read(_queue_path(vhost, queue), _CONSUMERS_QUERY, "the queue's JSON")
+    channels = read(f"{vhost_path}/channels", _CHANNELS_QUERY, "a list of channels")
+    connections = read(f"{vhost_path}/connections", _CONNECTIONS_QUERY, "a list of connections")
+    try:
+        return consumers_from_json(queue_payload, channels, connections)
+    except ValueError as e:
+        problem = f"unexpected consumer details ({str(e)[:200]})"
+    shown = client_config.display_url + vhost_path
+    raise UnexpectedResponse(f"{shown}: {problem}", url=shown, status=200)
+
+
+def _queue_path(vhost: str, queue: str) -> str:
+    return f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+
+
+def _fetch(config: ManagementConfig, path: str, query: str, parse: Callable[[object], _T], *, what: str,
+           timeout: float, vhost: str, queue: str, limit: int = _MAX_BODY) -> _T:
+    """``parse`` of the JSON a GET of ``path?query`` answers, or a ``MetricsError`` (an
+    ``UnexpectedResponse`` if the body is not JSON or ``parse`` raises ValueError)."""
+    shown = config.display_url + path
+    status, body = _get(config, config.base_url.rstrip("/") + f"{path}?{query}", shown=shown, timeout=timeout,
+                        limit=limit)
     if status != 200:
         raise _status_error(status, body, shown=shown, vhost=vhost, queue=queue)
-    problem: str | None = None
     try:
-        stats = queue_stats_from_json(json.loads(body), current_replicas=current_replicas)
+        return parse(json.loads(body))
     except ValueError as e:  # JSONDecodeError is one
-        problem = f"not the queue's JSON ({type(e).__name__}: {str(e)[:200]})"
-    if problem is not None:
-        raise UnexpectedResponse(f"{shown}: {problem}", url=shown, status=status) from None
-    if stats is None:
-        raise StatsNotReady(f"{shown}: the broker has not reported the queue's counts yet (a new queue?)",
-                            url=shown, status=status) from None
-    return stats
+        problem = f"not {what} ({type(e).__name__}: {str(e)[:200]})"
+    raise UnexpectedResponse(f"{shown}: {problem}", url=shown, status=status)
 
 
 def queue_stats_from_json(payload: object, *, current_replicas: int) -> QueueStats | None:
@@ -251,6 +298,36 @@ def queue_stats_from_json(payload: object, *, current_replicas: int) -> QueueSta
     return QueueStats(ready=ready, unacked=unacked, consumers=consumers, current_replicas=current_replicas,
                       publish_rate=_rate(message_stats, "publish_details"),
                       ack_rate=_rate(message_stats, "ack_details"))
+
+
+def consumers_from_json(queue: object, channels: object, connections: object) -> tuple[Consumer, ...]:
+    """The queue's consumers from the three replies ``fetch_consumers`` reads: one per channel
+    (a channel's unacked count is the channel's, however many consumers it has); unacked 0 for a
+    channel that closed between the reads. ValueError if a reply is not shaped like the API's."""
+    if queue == []:  # ``columns`` selected nothing: no consumer_details at all
+        return ()
+    if not isinstance(queue, dict):
+        raise ValueError(f"expected the queue's JSON object, got {type(queue).__name__}")
+    details = queue.get("consumer_details") or []
+    unacked = {str(c.get("name")): _count(c, "messages_unacknowledged") for c in _objects(channels, "channels")
+               if c.get("messages_unacknowledged") is not None}  # a new channel's stats come within 5 s
+    names = {str(c.get("name")): c.get("user_provided_name") for c in _objects(connections, "connections")}
+    consumers: dict[str, Consumer] = {}
+    for consumer in _objects(details, "consumer_details"):
+        channel = _mapping(consumer, "channel_details")
+        channel_name, connection = str(channel.get("name")), str(channel.get("connection_name"))
+        peer_host, user_name = channel.get("peer_host"), names.get(connection)
+        consumers[channel_name] = Consumer(
+            connection_name=user_name if isinstance(user_name, str) else None,
+            peer_host=peer_host if isinstance(peer_host, str) else None,
+            unacked=unacked.get(channel_name, 0))
+    return tuple(consumers.values())
+
+
+def _objects(payload: object, what: str) -> list[Mapping[str, object]]:
+    if not isinstance(payload, list) or not all(isinstance(item, dict) for item in payload):
+        raise ValueError(f"{what} must be a list of objects")
+    return payload
 
 
 def _count(payload: Mapping[str, object], key: str) -> int:
@@ -281,13 +358,14 @@ def _rate(message_stats: Mapping[str, object], key: str) -> float | None:
 # --- HTTP -----------------------------------------------------------------------------------
 
 
-def _get(config: ManagementConfig, url: str, *, shown: str, timeout: float) -> tuple[int, bytes]:
-    """(status, body) of a GET, whatever the status; BrokerUnreachable, without a cause, when
-    there is no HTTP answer."""
+def _get(config: ManagementConfig, url: str, *, shown: str, timeout: float,
+         limit: int = _MAX_BODY) -> tuple[int, bytes]:
+    """(status, at most ``limit`` bytes of body) of a GET, whatever the status; BrokerUnreachable,
+    without a cause, when there is no HTTP answer."""
     failure = ""
     try:
         with _opener(config).open(_request(config, url), timeout=timeout) as response:
-            return response.status, response.read(_MAX_BODY)
+            return response.status, response.read(limit)
     except urllib.error.HTTPError as e:
         return e.code, _drain(e)
     except (OSError, http.client.HTTPException) as e:

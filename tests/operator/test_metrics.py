@@ -1,6 +1,7 @@
-"""``fetch_queue_stats`` against a real RabbitMQ node: counts, rates, and errors that say whether
-to retry and never show the password. The pure parts (URL parsing, masking, reading the reply)
-as tables; statuses RabbitMQ cannot be made to answer (5xx, redirects) and TLS from a stub server.
+"""``fetch_queue_stats`` and ``fetch_consumers`` against a real RabbitMQ node: counts, rates, who
+holds the unacked messages, and errors that say whether to retry and never show the password. The
+pure parts (URL parsing, masking, reading the replies) as tables; statuses RabbitMQ cannot be made
+to answer (5xx, redirects) and TLS from a stub server.
 
 A quorum queue's counts refresh on its leader's 5 s tick on 3.10: tests poll with a deadline.
 """
@@ -18,7 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pika
@@ -27,8 +28,9 @@ from pydantic import SecretStr, ValidationError
 
 from warren.localbroker import LocalBroker
 from warren_operator.metrics import (
-    BrokerUnreachable, ManagementConfig, MetricsError, QueueNotFound, QueueStats, StatsNotReady, Unauthorized,
-    UnexpectedResponse, fetch_queue_stats, mask_url, parse_broker_url, queue_stats_from_json,
+    BrokerUnreachable, Consumer, ManagementConfig, MetricsError, QueueNotFound, QueueStats, StatsNotReady,
+    Unauthorized, UnexpectedResponse, consumers_from_json, fetch_consumers, fetch_queue_stats, mask_url,
+    parse_broker_url, queue_stats_from_json,
 )
 
 COUNTS_APPEAR_WITHIN = 30.0  # s: a new quorum queue's first report takes 5-10 s, each change up to 5 s
@@ -169,6 +171,43 @@ def test_a_user_without_the_management_tag_is_unauthorized_saying_so(
     finally:
         broker.ctl("delete_user", user)
     assert password not in _text_of(caught.value)
+
+
+@pytest.mark.broker
+def test_consumers_are_told_by_their_connection_name_with_the_unacked_messages_they_hold(
+    broker: LocalBroker, management: ManagementConfig, connection: pika.BlockingConnection, queue: str,
+) -> None:
+    _publish(connection, queue, 10)
+    with ExitStack() as connections:
+        for name, prefetch in (("payments-7d9f-a", 3), ("payments-7d9f-b:4242", 2), (None, 1)):
+            parameters = pika.URLParameters(broker.amqp_url)
+            if name is not None:
+                parameters.client_properties = {"connection_name": name}
+            conn = connections.enter_context(pika.BlockingConnection(parameters))
+            conn.channel()  # a channel that consumes nothing is no consumer
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=prefetch)
+            channel.basic_consume(queue, lambda *_: None)  # never acks
+        expected = {Consumer("payments-7d9f-a", "127.0.0.1", 3), Consumer("payments-7d9f-b:4242", "127.0.0.1", 2),
+                    Consumer(None, "127.0.0.1", 1)}
+
+        deadline, seen = time.monotonic() + COUNTS_APPEAR_WITHIN, set()
+        while seen != expected:  # channel stats reach the management database every 5 s
+            assert time.monotonic() < deadline, f"consumers never matched; last seen: {seen}"
+            time.sleep(0.2)
+            seen = set(fetch_consumers(management, "/", queue, timeout=5))
+
+
+@pytest.mark.broker
+def test_a_wrong_password_reading_consumers_is_unauthorized_and_shown_nowhere(broker: LocalBroker, queue: str) -> None:
+    password = f"wrong-{secrets.token_hex(8)}"
+    config = parse_broker_url(f"amqp://guest:{password}@127.0.0.1", management_port=broker.management_port).config
+
+    with pytest.raises(Unauthorized) as caught:
+        fetch_consumers(config, "/", queue, timeout=5)
+
+    assert password not in _text_of(caught.value) + _library_locals(caught.value)
+    assert "guest:***@127.0.0.1" in str(caught.value)
 
 
 @pytest.mark.broker
@@ -429,3 +468,40 @@ def test_queue_stats_from_json(payload: object, expected: QueueStats | None) -> 
 def test_queue_stats_from_json_rejects_other_shapes(payload: object) -> None:
     with pytest.raises(ValueError):
         queue_stats_from_json(payload, current_replicas=0)
+
+
+def _channel(name: str, connection: str, peer_host: str = "10.1.0.7") -> dict[str, object]:
+    return {"channel_details": {"name": name, "connection_name": connection, "peer_host": peer_host}}
+
+
+@pytest.mark.parametrize(("queue", "channels", "connections", "expected"), [
+    # one named connection whose channel holds 3
+    ({"consumer_details": [_channel("c1 (1)", "c1")]},
+     [{"name": "c1 (1)", "messages_unacknowledged": 3}], [{"name": "c1", "user_provided_name": "payments-a"}],
+     (Consumer("payments-a", "10.1.0.7", 3),)),
+    # two consumers on one channel: the channel's count, once
+    ({"consumer_details": [_channel("c1 (1)", "c1"), _channel("c1 (1)", "c1")]},
+     [{"name": "c1 (1)", "messages_unacknowledged": 3}], [{"name": "c1", "user_provided_name": "payments-a"}],
+     (Consumer("payments-a", "10.1.0.7", 3),)),
+    # a connection that gave no name; a channel whose stats have not come yet (or that closed) holds 0
+    ({"consumer_details": [_channel("c2 (1)", "c2")]}, [{"name": "c2 (1)"}], [{"name": "c2"}],
+     (Consumer(None, "10.1.0.7", 0),)),
+    # no consumers: the key may be missing, or ``columns`` selected nothing at all
+    ({"consumer_details": []}, [], [], ()),
+    ({}, [], [], ()),
+    ([], [], [], ()),
+])
+def test_consumers_from_json(queue: object, channels: object, connections: object,
+                             expected: tuple[Consumer, ...]) -> None:
+    assert consumers_from_json(queue, channels, connections) == expected
+
+
+@pytest.mark.parametrize(("queue", "channels", "connections"), [
+    ({"consumer_details": [_channel("c1 (1)", "c1")]}, {"not": "a list"}, []),
+    ({"consumer_details": [_channel("c1 (1)", "c1")]}, [{"name": "c1 (1)", "messages_unacknowledged": "3"}], []),
+    ({"consumer_details": ["not an object"]}, [], []),
+    ("a string", [], []),
+])
+def test_consumers_from_json_rejects_other_shapes(queue: object, channels: object, connections: object) -> None:
+    with pytest.raises(ValueError):
+        consumers_from_json(queue, channels, connections)

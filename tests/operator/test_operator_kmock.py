@@ -5,9 +5,15 @@ client reaches the emulator through a kubeconfig; the queue is a real one on the
 One operator run plays the whole story (it takes a few seconds to start and stop):
 
 - 40 messages at 10 per replica scale the Deployment from 1 to 4, and an Event says why;
-- once the queue is purged and the 3 s scale-down window has passed, it is back at 1;
+- once the queue is purged and the 3 s scale-down window has passed, it is back at 1, and before
+  that the pods whose consumers (real ones, on the broker, named after their pod) hold unacked
+  messages got a higher ``pod-deletion-cost`` than the idle ones, which got ``0``;
 - a WorkerAutoscaler whose spec cannot be used says so in ``SpecValid=False``, and scales nothing;
-- one whose management API does not answer says ``BrokerReachable=False`` and holds its replicas.
+- one whose management API does not answer says ``BrokerReachable=False`` and holds its replicas;
+- all of it shows on the Prometheus endpoint, scraped over HTTP, and a deleted WorkerAutoscaler's
+  series are gone;
+- the Kubernetes API calls the operator made (kopf's and the handlers') are exactly those the
+  chart's Role grants.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 import socket
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +37,23 @@ import pika
 import pytest
 import yaml
 
-from tests.operator.emulator import Emulator, kubeconfig, now_rfc3339, register_core, register_crd, seed
+from tests.operator.emulator import (
+    Emulator, kubeconfig, now_rfc3339, operator_requests, register_core, register_crd, seed,
+)
 from warren.localbroker import LocalBroker
-from warren_operator import handlers
+from warren_operator import handlers, telemetry
+from warren_operator.deletion_cost import ANNOTATION
 
 CRD_FILE = Path(__file__).parents[2] / "charts" / "warren" / "crds" / "workerautoscaler.yaml"
 NS = "shop"
-DEPLOYMENTS, SECRETS = "apps/v1/deployments", "v1/secrets"
+DEPLOYMENTS, SECRETS, PODS = "apps/v1/deployments", "v1/secrets", "v1/pods"
+# (resource, verb) as a Role's rules name them: what the chart's operator Role must grant, no more.
+OPERATOR_API_CALLS = {
+    ("warren.dev", "workerautoscalers", "list"), ("warren.dev", "workerautoscalers", "watch"),
+    ("warren.dev", "workerautoscalers", "patch"), ("warren.dev", "workerautoscalers/status", "patch"),
+    ("", "events", "create"), ("", "secrets", "get"), ("", "pods", "list"), ("", "pods", "patch"),
+    ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch"),
+}
 
 
 @pytest.fixture
@@ -94,43 +112,89 @@ async def _story(broker: LocalBroker, queue: str, kubeconfig_path: Path) -> None
         seed(emulator, SECRETS, _secret("nowhere", f"http://127.0.0.1:{_closed_port()}"))
         for name, replicas in (("payments", 1), ("email", 2), ("sms", 3)):
             seed(emulator, DEPLOYMENTS, _deployment(name, replicas))
+        for pod, cost in (("payments-busy", None), ("payments-busy-too", None), ("payments-idle", None),
+                          ("payments-settled", "0"), ("email-busy", None)):
+            seed(emulator, PODS, _pod(pod, component=pod.split("-")[0], cost=cost))
 
-        async with _operator():
-            await _create(emulator, wsa, _autoscaler("payments", queue=queue, secret="rabbitmq-management"))
-            await _create(emulator, wsa, _autoscaler("email", queue=queue, secret="nowhere"))
-            await _create(emulator, wsa, _autoscaler("sms", queue=queue, secret="rabbitmq-management",
-                                                     minReplicas=5, maxReplicas=2))
+        # Real consumers that never ack: payments-busy's holds 3 messages, payments-busy-too's
+        # (named hostname:pid, as a worker without WARREN_WORKER_NAME names itself) holds 1, and
+        # one in a pod of another Deployment holds 1 (its pod is not the payments' to annotate).
+        consumers = contextlib.ExitStack()
+        for connection_name, prefetch in (("payments-busy", 3), ("payments-busy-too:4242", 1), ("email-busy", 1)):
+            consumers.enter_context(await asyncio.to_thread(_holding_consumer, broker, queue,
+                                                            connection_name=connection_name, prefetch=prefetch))
+        metrics = telemetry.serve(0, address="127.0.0.1")
+        try:
+            await _run_story(emulator, wsa, broker, queue, scrape=_scraper(metrics.server_port))
+        finally:
+            metrics.shutdown()
+            await asyncio.to_thread(consumers.close)
 
-            await asyncio.to_thread(_publish, broker, queue, count=40)
-            await _eventually(lambda: _replicas(emulator, "payments") == 4, timeout=20,
-                              what="payments scaled to 4 for 40 messages at 10 per replica")
-            status = emulator.objects[wsa, NS, "payments"]["status"]
-            assert status["desiredReplicas"] == 4
-            assert "backlog 40 msgs / 10 per replica = 4" in status["lastScaleReason"]
-            assert _condition(emulator, wsa, "payments", "BrokerReachable")["status"] == "True"
-            assert any(event["reason"] == "Scaled" and "1 -> 4" in event["message"]
-                       for event in _events(emulator)), "an Event says why the Deployment was scaled"
 
-            await asyncio.to_thread(_purge, broker, queue)
-            purged = time.monotonic()
-            await _eventually(lambda: _replicas(emulator, "payments") == 1, timeout=20,
-                              what="payments back to 1 after the scale-down window")
-            assert time.monotonic() - purged >= 3 - 1, "not before the 3 s window (one poll of slack)"
+async def _run_story(emulator: Emulator, wsa: str, broker: LocalBroker, queue: str, *,
+                     scrape: Callable[[], str]) -> None:
+    async with _operator():
+        # prefetch 5: the 5 held messages need only 1 replica (the in-flight floor)
+        await _create(emulator, wsa, _autoscaler("payments", queue=queue, secret="rabbitmq-management",
+                                                 prefetch=5))
+        await _create(emulator, wsa, _autoscaler("email", queue=queue, secret="nowhere"))
+        await _create(emulator, wsa, _autoscaler("sms", queue=queue, secret="rabbitmq-management",
+                                                 minReplicas=5, maxReplicas=2))
 
-            await _eventually(lambda: _condition(emulator, wsa, "sms", "SpecValid").get("status") == "False",
-                              timeout=10, what="SpecValid=False on the invalid spec")
-            assert "maxReplicas" in _condition(emulator, wsa, "sms", "SpecValid")["message"]
-            assert _replicas(emulator, "sms") == 3
+        await asyncio.to_thread(_publish, broker, queue, count=40)
+        await _eventually(lambda: _replicas(emulator, "payments") == 4, timeout=20,
+                          what="payments scaled to 4 for 40 messages at 10 per replica")
+        # kopf patches the status and posts the Event after the handler has scaled: soon, not at once
+        await _eventually(lambda: _status(emulator, wsa, "payments").get("desiredReplicas") == 4 and any(
+            event["reason"] == "Scaled" and "1 -> 4" in event["message"] for event in _events(emulator)),
+            timeout=5, what="the status and an Event say why the Deployment was scaled")
+        assert "backlog 40 msgs / 10 per replica = 4" in _status(emulator, wsa, "payments")["lastScaleReason"]
+        assert _condition(emulator, wsa, "payments", "BrokerReachable")["status"] == "True"
+        await _eventually(lambda: _sample(scrape(), "warren_autoscaler_desired_replicas", name="payments") == 4,
+                          timeout=5, what="desired replicas 4 on the metrics endpoint")
+        assert (_sample(scrape(), "warren_autoscaler_scale_actions_total", name="payments", direction="up") or 0) >= 1
+        assert _sample(scrape(), "warren_autoscaler_unacked_messages", name="payments", queue=queue) == 5
 
-            await _eventually(lambda: _condition(emulator, wsa, "email", "BrokerReachable").get("status") == "False",
-                              timeout=10, what="BrokerReachable=False with nothing listening")
-            reachable = _condition(emulator, wsa, "email", "BrokerReachable")
-            assert reachable["reason"] == "BrokerUnreachable"
-            assert ":guest@" not in reachable["message"], "the password is masked"
-            assert _replicas(emulator, "email") == 2
-            warnings = [event for event in _events(emulator) if event["reason"] == "BrokerUnreachable"]
-            assert len(warnings) == 1, "one warning Event when the broker stops answering, not one per poll"
-            assert warnings[0]["type"] == "Warning" and warnings[0]["involvedObject"]["name"] == "email"
+        await asyncio.to_thread(_purge, broker, queue)
+        purged = time.monotonic()
+        await _eventually(lambda: _replicas(emulator, "payments") == 1, timeout=20,
+                          what="payments back to 1 after the scale-down window")
+        assert time.monotonic() - purged >= 3 - 1, "not before the 3 s window (one poll of slack)"
+        assert {pod: _cost(emulator, pod) for pod in ("payments-busy", "payments-busy-too", "payments-idle",
+                                                      "payments-settled", "email-busy")} == {
+            "payments-busy": "3", "payments-busy-too": "1", "payments-idle": "0", "payments-settled": "0",
+            "email-busy": None}, "busy pods cost their unacked messages, idle ones 0, other Deployments' nothing"
+        assert not [r for r in operator_requests(emulator) if r.resource == kmock.resource("", "v1", "pods")
+                    and r.name == "payments-settled"], "a pod whose cost is already right is not patched"
+        assert (_sample(scrape(), "warren_autoscaler_scale_actions_total", name="payments", direction="down") or 0) >= 1
+
+        await _eventually(lambda: _condition(emulator, wsa, "sms", "SpecValid").get("status") == "False",
+                          timeout=10, what="SpecValid=False on the invalid spec")
+        assert "maxReplicas" in _condition(emulator, wsa, "sms", "SpecValid")["message"]
+        assert _replicas(emulator, "sms") == 3
+
+        await _eventually(lambda: _condition(emulator, wsa, "email", "BrokerReachable").get("status") == "False",
+                          timeout=10, what="BrokerReachable=False with nothing listening")
+        reachable = _condition(emulator, wsa, "email", "BrokerReachable")
+        assert reachable["reason"] == "BrokerUnreachable"
+        assert ":guest@" not in reachable["message"], "the password is masked"
+        assert _replicas(emulator, "email") == 2
+        warnings = [event for event in _events(emulator) if event["reason"] == "BrokerUnreachable"]
+        assert len(warnings) == 1, "one warning Event when the broker stops answering, not one per poll"
+        assert warnings[0]["type"] == "Warning" and warnings[0]["involvedObject"]["name"] == "email"
+
+        exposed = scrape()
+        assert (_sample(exposed, "warren_autoscaler_poll_failures_total", name="email",
+                        reason="BrokerUnreachable") or 0) >= 1
+        assert (_sample(exposed, "warren_autoscaler_poll_failures_total", name="sms", reason="InvalidSpec") or 0) >= 1
+        assert (_sample(exposed, "warren_autoscaler_poll_duration_seconds_count", name="payments") or 0) >= 1
+        assert ":guest@" not in exposed
+        await _delete(emulator, wsa, "email")
+        await _eventually(lambda: 'name="email"' not in scrape(), timeout=10,
+                          what="a deleted WorkerAutoscaler's series removed")
+        assert 'name="payments"' in scrape()
+
+        assert _api_calls(emulator) == OPERATOR_API_CALLS
 
 
 @contextlib.asynccontextmanager
@@ -154,6 +218,43 @@ async def _create(emulator: Emulator, resource: str, body: dict[str, Any]) -> No
         assert response.status < 300, await response.text()
 
 
+async def _delete(emulator: Emulator, resource: str, name: str) -> None:
+    group_version, plural = resource.rsplit("/", 1)
+    async with emulator.delete(f"/apis/{group_version}/namespaces/{NS}/{plural}/{name}") as response:
+        assert response.status < 300, await response.text()
+
+
+def _api_calls(emulator: Emulator) -> set[tuple[str, str, str]]:
+    """The operator's requests as (API group, resource[/subresource], verb), as RBAC rules name them."""
+    verbs = {kmock.action.FETCH: "get", kmock.action.UPDATE: "patch"}  # kmock's UPDATE is an HTTP PATCH
+    calls = set()
+    for request in operator_requests(emulator):
+        if request.resource is None or request.resource.plural is None or request.action is None:
+            continue  # discovery (/api/v1, /apis/GROUP/VERSION): any authenticated user may read it
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        calls.add((request.resource.group or "", resource, verbs.get(request.action, request.action.value.lower())))
+    return calls
+
+
+def _scraper(port: int) -> Callable[[], str]:
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.read().decode()
+    return scrape
+
+
+def _sample(exposition: str, metric: str, **labels: str) -> float | None:
+    """The value of the one series of ``metric`` whose labels include ``labels``; None if none."""
+    values = [float(value) for series, value in re.findall(rf"^{metric}{{(.*)}} (\S+)$", exposition, re.MULTILINE)
+              if all(f'{key}="{value}"' in series.split(",") for key, value in labels.items())]
+    assert len(values) <= 1, f"{metric}{labels} names {len(values)} series"
+    return values[0] if values else None
+
+
+def _cost(emulator: Emulator, pod: str) -> str | None:
+    return (emulator.objects[PODS, NS, pod]["metadata"].get("annotations") or {}).get(ANNOTATION)
+
+
 async def _eventually(check: Callable[[], bool], *, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -165,9 +266,12 @@ def _replicas(emulator: Emulator, name: str) -> int:
     return emulator.objects[DEPLOYMENTS, NS, name]["spec"]["replicas"]
 
 
+def _status(emulator: Emulator, wsa: str, name: str) -> dict[str, Any]:
+    return dict(emulator.objects[wsa, NS, name].raw).get("status") or {}
+
+
 def _condition(emulator: Emulator, wsa: str, name: str, kind: str) -> dict[str, Any]:
-    status = dict(emulator.objects[wsa, NS, name].raw).get("status") or {}
-    return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+    return next((c for c in _status(emulator, wsa, name).get("conditions") or [] if c["type"] == kind), {})
 
 
 def _events(emulator: Emulator) -> list[dict[str, Any]]:
@@ -203,6 +307,15 @@ def _deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
+def _pod(name: str, *, component: str, cost: str | None) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "warren", "app.kubernetes.io/component": component}
+    annotations = {ANNOTATION: cost} if cost is not None else {}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": labels, "annotations": annotations},
+            "spec": {"containers": [{"name": "worker", "image": "warren-worker:dev"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1"}}  # not the consumers' 127.0.0.1
+
+
 def _secret(name: str, url: str) -> dict[str, Any]:
     data = {"url": url, "username": "guest", "password": "guest"}
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -228,6 +341,20 @@ def _publish(broker: LocalBroker, queue: str, *, count: int) -> None:
         for number in range(count):
             channel.basic_publish("", queue, f"task {number}".encode(),
                                   pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent))
+
+
+def _holding_consumer(broker: LocalBroker, queue: str, *, connection_name: str,
+                      prefetch: int) -> contextlib.closing[pika.BlockingConnection]:
+    """A consumer that takes ``prefetch`` messages and never acks them, on a connection named as a
+    Warren worker names its own. Close it to give them back."""
+    parameters = pika.URLParameters(broker.amqp_url)
+    parameters.client_properties = {"connection_name": connection_name}
+    parameters.heartbeat = 0  # nothing reads this connection: no heartbeat to miss
+    connection = pika.BlockingConnection(parameters)
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    channel.basic_consume(queue, lambda *_: None, auto_ack=False)
+    return contextlib.closing(connection)
 
 
 def _purge(broker: LocalBroker, queue: str) -> None:
