@@ -6,7 +6,7 @@
 #                              wait for it (60 s at most). Needs root only when it has work to do.
 #   scripts/docker.sh base     unless it exists, build the local base image warren-base:bookworm
 #                              with debootstrap (installed if missing; no registry; about 40 s)
-#   scripts/docker.sh images   build warren-worker, warren-api and warren-rabbitmq (:$IMAGE_TAG)
+#   scripts/docker.sh images   build warren-worker, warren-api, warren-operator and warren-rabbitmq (:$IMAGE_TAG)
 #   scripts/docker.sh lint     hadolint every Dockerfile; any warning or error fails
 #
 # Environment (the Makefile passes its variables of the same names):
@@ -124,6 +124,11 @@ cmd_images() {
     build_image "warren-python:$IMAGE_TAG" images/python/Dockerfile "${python_base[@]}" "${secret[@]}"
     build_image "warren-worker:$IMAGE_TAG" images/worker/Dockerfile --build-arg "PYTHON_IMAGE=warren-python:$IMAGE_TAG"
     build_image "warren-api:$IMAGE_TAG" images/api/Dockerfile --build-arg "PYTHON_IMAGE=warren-python:$IMAGE_TAG"
+    # The operator's runtime: the same Dockerfile with the operator extra instead of the api one.
+    build_image "warren-python-operator:$IMAGE_TAG" images/python/Dockerfile --build-arg EXTRAS=operator \
+        "${python_base[@]}" "${secret[@]}"
+    build_image "warren-operator:$IMAGE_TAG" images/operator/Dockerfile \
+        --build-arg "PYTHON_IMAGE=warren-python-operator:$IMAGE_TAG"
     if [[ "$RABBITMQ_IMAGE" == "warren-rabbitmq:$IMAGE_TAG" ]]; then
         build_image "$RABBITMQ_IMAGE" images/rabbitmq/Dockerfile "${rabbitmq_base[@]}"
     else
@@ -131,7 +136,7 @@ cmd_images() {
     fi
     say "built in $((SECONDS - started)) s:"
     "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
-        | grep -E "^(warren-(python|worker|api|rabbitmq):$IMAGE_TAG|$LOCAL_BASE) " | sed 's/^/  /' || true
+        | grep -E "^(warren-(python|python-operator|worker|api|operator|rabbitmq):$IMAGE_TAG|$LOCAL_BASE) " | sed 's/^/  /' || true
 }
 
 build_image() {  # build_image IMAGE DOCKERFILE [docker build options...]; full output on failure

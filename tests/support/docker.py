@@ -6,11 +6,14 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 
 # Debian's client if present: its BuildKit needs no buildx plugin (scripts/docker.sh does the same).
 DOCKER = os.environ.get("DOCKER") or shutil.which("docker", path="/usr/bin") or "docker"
 TAG = os.environ.get("IMAGE_TAG") or "dev"
-PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE = (f"warren-{role}:{TAG}" for role in ("python", "worker", "api"))
+PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, OPERATOR_IMAGE = (
+    f"warren-{role}:{TAG}" for role in ("python", "worker", "api", "operator"))
 RABBITMQ_IMAGE = os.environ.get("RABBITMQ_IMAGE") or f"warren-rabbitmq:{TAG}"
 # How the Helm chart runs Warren's containers.
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
@@ -44,3 +47,35 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def eventually(check: Callable[[], bool], *, timeout: float, what: str, logs: Callable[[], str] = str) -> None:
+    """Poll ``check`` until it holds; AssertionError naming ``what`` (and the end of ``logs()``) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s\n{logs()[-3000:]}")
+        time.sleep(0.1)
+
+
+class Container:
+    """A container started by name (tests/images' ``run`` fixture)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def logs(self) -> str:
+        done = docker("logs", self.name, check=False)
+        return done.stdout + done.stderr
+
+    def inspect(self, template: str) -> str:
+        return docker("inspect", "--format", template, self.name).stdout.strip()
+
+    def has_file(self, path: str) -> bool:
+        return docker("exec", self.name, "test", "-e", path, check=False).returncode == 0
+
+    def stop(self, *, timeout: int = 10) -> tuple[int, float]:
+        """`docker stop` (SIGTERM, then SIGKILL after ``timeout`` s): (exit status, seconds taken)."""
+        started = time.monotonic()
+        docker("stop", "--time", str(timeout), self.name, timeout=timeout + 60)
+        return int(self.inspect("{{.State.ExitCode}}")), time.monotonic() - started
