@@ -15,6 +15,8 @@ import yaml
 from helm_python import HelmRenderError, package
 
 from tests.chart.rendering import CHART, RELEASE, VALUE_SETS, Render, render
+from warren.config import load
+from warren_operator.config import OperatorSettings
 from warren_operator.handlers import management_config_from
 
 CRD_PATH = CHART / "crds" / "workerautoscaler.yaml"
@@ -198,3 +200,12 @@ def test_unusable_autoscaling_values_fail_the_render_saying_why(chart, values: d
     with pytest.raises(HelmRenderError) as raised:
         chart.render(values, name=RELEASE, namespace="warren")
     assert message in str(raised.value)
+
+
+def test_the_operator_settings_the_chart_gives_are_valid_operator_settings(renders) -> None:
+    for r in (renders["all-features"], renders["production"]):
+        env = {e["name"]: e.get("value") for e in r.main_container("Deployment", OPERATOR)["env"]}
+        env["WARREN_OPERATOR_NAMESPACE"] = r.namespace  # the downward API's metadata.namespace
+        settings = load(OperatorSettings, **{k.removeprefix("WARREN_OPERATOR_").lower(): v for k, v in env.items()})
+        assert (settings.namespace, settings.health_port) == (r.namespace, 8080)
+        assert settings.metrics_port == r.values["operator"]["metricsPort"]
