@@ -15,6 +15,7 @@ import yaml
 from helm_python import HelmRenderError, package
 
 from tests.chart.rendering import CHART, RELEASE, VALUE_SETS, Render, render
+from tests.operator.test_operator_kmock import OPERATOR_API_CALLS
 from warren.config import load
 from warren_operator.config import OperatorSettings
 from warren_operator.handlers import management_config_from
@@ -109,8 +110,8 @@ def test_the_operator_role_grants_only_what_it_does(renders, with_operator) -> N
         (secret,) = {spec["managementSecretRef"]["name"] for spec in autoscalers(r).values()}
         assert rules(r) == sorted([
             # kopf: its resources (the finalizer its timer needs is a patch), their status, Events.
-            ("warren.dev", "workerautoscalers", (), ("get", "list", "patch", "watch")),
-            ("warren.dev", "workerautoscalers/status", (), ("get", "patch")),
+            ("warren.dev", "workerautoscalers", (), ("list", "patch", "watch")),
+            ("warren.dev", "workerautoscalers/status", (), ("patch",)),
             ("", "events", (), ("create",)),
             # The decision: one Secret, the scale of the autoscaled Deployments only, and the pods'
             # deletion-cost annotation.
@@ -118,6 +119,9 @@ def test_the_operator_role_grants_only_what_it_does(renders, with_operator) -> N
             ("apps", "deployments/scale", scaled, ("get", "patch")),
             ("", "pods", (), ("list", "patch")),
         ]), r.name
+        # Exactly the calls the real operator made in its kmock story, no more, no fewer.
+        assert {(group, resource, verb) for group, resource, _, verbs in rules(r) for verb in verbs} == \
+            OPERATOR_API_CALLS
         binding = r.get("RoleBinding", OPERATOR)
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OPERATOR}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OPERATOR, "namespace": r.namespace}]
