@@ -80,6 +80,56 @@ def test_scales_with_the_queue_and_reports_bad_specs_and_unreachable_brokers(
     asyncio.run(_story(broker, queue, kube_client_config))
 
 
+@pytest.mark.broker
+@pytest.mark.chaos
+def test_a_stopped_broker_holds_the_replicas_and_its_return_resumes_scaling(
+        kube_client_config: Path, tmp_path: Path) -> None:
+    """The broker itself stops (its own node: the session's serves the other tests) and starts again."""
+    with LocalBroker(tmp_path / "broker", name="warren-outage") as broker:
+        _declare_queue(broker, "payments")
+        _publish(broker, "payments", count=30)
+        asyncio.run(_outage(broker, kube_client_config))
+
+
+async def _outage(broker: LocalBroker, kubeconfig_path: Path) -> None:
+    async with Emulator() as emulator, kmock.Server(emulator):
+        register_core(emulator)
+        wsa = register_crd(emulator, CRD_FILE)
+        kubeconfig(emulator, kubeconfig_path)
+        seed(emulator, "v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        seed(emulator, SECRETS, _secret("rabbitmq-management", broker.management_url))
+        seed(emulator, DEPLOYMENTS, _deployment("payments", 1))
+        async with _operator():
+            await _create(emulator, wsa, _autoscaler("payments", queue="payments", secret="rabbitmq-management"))
+            await _eventually(lambda: _replicas(emulator, "payments") == 3, timeout=20,
+                              what="payments scaled to 3 for 30 messages at 10 per replica")
+
+            await asyncio.to_thread(broker.stop)
+            await _eventually(lambda: _condition(emulator, wsa, "payments", "BrokerReachable").get("status") == "False",
+                              timeout=15, what="BrokerReachable=False once the broker is stopped")
+            # Held through several failed polls (longer than the 3 s scale-down window).
+            failed = _failed_polls("payments")
+            await _eventually(lambda: _failed_polls("payments") >= failed + 4, timeout=15,
+                              what="four more polls failing while the broker is down")
+            assert _replicas(emulator, "payments") == 3, "the replicas are held"
+            assert _status(emulator, wsa, "payments")["desiredReplicas"] == 3
+
+            await asyncio.to_thread(broker.start)
+            await _eventually(lambda: _condition(emulator, wsa, "payments", "BrokerReachable").get("status") == "True",
+                              timeout=30, what="BrokerReachable=True again, with no one restarting the operator")
+            await asyncio.to_thread(_publish, broker, "payments", count=20)
+            await _eventually(lambda: _replicas(emulator, "payments") == 5, timeout=30,
+                              what="scaling resumes: 5 replicas for 50 messages")
+            warnings = [event for event in _events(emulator) if event["type"] == "Warning"]
+            assert [event["reason"] for event in warnings] == ["BrokerUnreachable"], warnings
+
+
+def _failed_polls(name: str) -> float:
+    sample = telemetry.REGISTRY.get_sample_value(
+        "warren_autoscaler_poll_failures_total", {"namespace": NS, "name": name, "reason": "BrokerUnreachable"})
+    return sample or 0.0
+
+
 @pytest.mark.parametrize(("change", "accepted"), [
     ({}, True),  # the example the story uses
     ({"minReplicas": 0}, True),  # a Deployment may sleep at zero
