@@ -297,18 +297,31 @@ def ack_rate_per_consumer(stats: QueueStats, history: History) -> PerConsumerRat
     last decision: idle consumers ack what arrives, not what they could, and the consumer count is
     of this instant, so right after pods join or leave the quotient mixes two fleets (29 new
     consumers credited with the acks of 1). Otherwise the rate last measured under those
-    conditions stands in, if there is one.
+    conditions stands in, if there is one; but consumers that are the same and not all busy did
+    ack at least their observed rate, so a remembered rate below it is out of date and the observed
+    one is a floor. (Without that floor, one more message waiting could ask for fewer replicas:
+    hypothesis found 0 -> 1 ready turning a stale 0.5 msg/s into a measured 2.0.)
     """
     observed = _observed_rate(stats)
     if observed is not None and _measures_capacity(stats, history):
         return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
     if history.per_consumer_rate is not None:
+        if _bounds_capacity(observed, stats, history):
+            assert observed is not None
+            return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers not all "
+                                             f"busy, above the {history.per_consumer_rate:.2f} last measured")
         now = (f"consumers {history.last_consumers} -> {stats.consumers}"
                if history.last_consumers not in (None, stats.consumers) else "consumers not all busy")
         return PerConsumerRate(history.per_consumer_rate, f"last measured with all busy; {now}")
     if observed is None:
         return None
     return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
+
+
+def _bounds_capacity(observed: float | None, stats: QueueStats, history: History) -> bool:
+    """The same consumers, not all busy, acked more per consumer than the remembered rate."""
+    return (observed is not None and history.per_consumer_rate is not None
+            and history.last_consumers in (None, stats.consumers) and observed > history.per_consumer_rate)
 
 
 def _measures_capacity(stats: QueueStats, history: History) -> bool:
@@ -371,7 +384,8 @@ def _remember(history: History, stats: QueueStats, *, wanted: int, now: float, s
         recommendations=(*kept, Recommendation(now, wanted)),
         last_consumers=stats.consumers,
         last_ready=stats.ready,
-        per_consumer_rate=observed if measured else history.per_consumer_rate,
+        per_consumer_rate=observed if measured or _bounds_capacity(observed, stats, history)
+        else history.per_consumer_rate,
     )
 
 
