@@ -115,6 +115,7 @@ class QueueStats:
 class PerConsumerRate:
     value: float  # acks per second per consumer
     source: str  # how it was obtained, for the reason
+    capacity: bool = False  # a measure of what a consumer can do: History keeps it for later decisions
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,7 @@ def decide(spec: Spec, stats: QueueStats, *, history: History, now: float) -> De
         reasons.append(f"raised to {floor} for in-flight work "
                        f"({stats.unacked} unacked / prefetch {spec.prefetch})")
         wanted = floor
-    remembered = _remember(history, stats, wanted=wanted, now=now, spec=spec)
+    remembered = _remember(history, stats, rate=rate, wanted=wanted, now=now, spec=spec)
     desired = _noted(reasons, *_stabilized(spec, remembered, current=current, wanted=wanted, now=now))
     desired = _noted(reasons, *_stepped(spec, current=current, desired=desired))
     if desired < floor:
@@ -303,31 +304,21 @@ def ack_rate_per_consumer(stats: QueueStats, history: History) -> PerConsumerRat
     hypothesis found 0 -> 1 ready turning a stale 0.5 msg/s into a measured 2.0.)
     """
     observed = _observed_rate(stats)
-    if observed is not None and _measures_capacity(stats, history):
-        return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
+    same_consumers = history.last_consumers in (None, stats.consumers)
+    if observed is not None and same_consumers and stats.ready > 0 and history.last_ready != 0:
+        # Messages waiting now and at the last decision: every consumer was busy.
+        return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers", capacity=True)
     if history.per_consumer_rate is not None:
-        if _bounds_capacity(observed, stats, history):
-            assert observed is not None
+        if observed is not None and same_consumers and observed > history.per_consumer_rate:
             return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers not all "
-                                             f"busy, above the {history.per_consumer_rate:.2f} last measured")
+                                             f"busy, above the {history.per_consumer_rate:.2f} last measured",
+                                   capacity=True)
         now = (f"consumers {history.last_consumers} -> {stats.consumers}"
-               if history.last_consumers not in (None, stats.consumers) else "consumers not all busy")
+               if not same_consumers else "consumers not all busy")
         return PerConsumerRate(history.per_consumer_rate, f"last measured with all busy; {now}")
     if observed is None:
         return None
     return PerConsumerRate(observed, f"{stats.ack_rate:.1f} acks/s / {stats.consumers} consumers")
-
-
-def _bounds_capacity(observed: float | None, stats: QueueStats, history: History) -> bool:
-    """The same consumers, not all busy, acked more per consumer than the remembered rate."""
-    return (observed is not None and history.per_consumer_rate is not None
-            and history.last_consumers in (None, stats.consumers) and observed > history.per_consumer_rate)
-
-
-def _measures_capacity(stats: QueueStats, history: History) -> bool:
-    """Messages waiting now and at the last decision (every consumer busy), the same consumers."""
-    return (stats.ready > 0 and history.last_ready != 0
-            and history.last_consumers in (None, stats.consumers))
 
 
 def _observed_rate(stats: QueueStats) -> float | None:
@@ -371,12 +362,11 @@ def _rate_text(stats: QueueStats) -> str:
     return f"acks {acks}, {stats.consumers} consumers"
 
 
-def _remember(history: History, stats: QueueStats, *, wanted: int, now: float, spec: Spec) -> History:
+def _remember(history: History, stats: QueueStats, *, rate: PerConsumerRate | None, wanted: int, now: float,
+              spec: Spec) -> History:
     horizon = now - max(spec.scale_up.stabilization_seconds, spec.scale_down.stabilization_seconds)
     kept = tuple(r for r in history.recommendations if r.at >= horizon)
     empty = stats.backlog == 0
-    observed = _observed_rate(stats)
-    measured = observed is not None and _measures_capacity(stats, history)
     return replace(
         history,
         first_seen=now if history.first_seen is None else history.first_seen,
@@ -384,8 +374,7 @@ def _remember(history: History, stats: QueueStats, *, wanted: int, now: float, s
         recommendations=(*kept, Recommendation(now, wanted)),
         last_consumers=stats.consumers,
         last_ready=stats.ready,
-        per_consumer_rate=observed if measured or _bounds_capacity(observed, stats, history)
-        else history.per_consumer_rate,
+        per_consumer_rate=rate.value if rate is not None and rate.capacity else history.per_consumer_rate,
     )
 
 
