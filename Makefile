@@ -14,11 +14,15 @@ help: ## Show this help
 
 ##@ Run
 
-deps: ## Install RabbitMQ (Debian package) and the Python package with its test extras
-	bash scripts/install-deps.sh
+deps: ## Install RabbitMQ (Debian package), the Python dependencies uv.lock pins (with hashes) and warren, editable
+	PYTHON='$(PYTHON)' bash scripts/install-deps.sh
+
+lock: ## Re-lock: write uv.lock from pyproject.toml (after changing a dependency; commit both)
+	PYTHON='$(PYTHON)' bash scripts/install-deps.sh uv
+	$(PYTHON) -m uv lock
 
 demo: deps ## Run the shop pipeline on a private RabbitMQ, kill a worker midway, account for every order
-	$(PYTHON) -m warren demo
+	$(PYTHON) -m warren_shop demo
 
 ##@ Verify
 
@@ -30,6 +34,13 @@ chaos: deps images ## Run the chaos scenarios on every platform (processes, Dock
 
 unit: ## Run the unit tests only (no broker)
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: deps ## Check that uv.lock is up to date with pyproject.toml, then ruff
+	$(PYTHON) -m uv lock --check
+	$(PYTHON) -m ruff check src operator tests bench
+
+typecheck: deps ## Type-check with mypy (configured in pyproject.toml)
+	$(PYTHON) -m mypy
 
 bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.throughput
@@ -86,4 +97,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps demo test chaos unit bench bench-autoscale dev deploy e2e docker images lint-images test-images
+.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-autoscale dev deploy e2e docker images lint-images test-images

@@ -30,7 +30,7 @@ from types import FrameType
 from bench import _cases, _report
 from bench._cases import Env, Measurement
 from bench._report import Outcome
-from warren.localbroker import LocalBroker
+from warren.testing.broker import LocalBroker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Runner = Callable[[Env], Measurement]

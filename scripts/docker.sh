@@ -16,7 +16,7 @@
 #                   Python images, and the RabbitMQ image keeps its own default, debian:bookworm-slim.
 #   RABBITMQ_IMAGE  the broker image the container tests run; built only when it is
 #                   warren-rabbitmq:$IMAGE_TAG (the default), else (rabbitmq:3.13-management) pulled
-#   CA_BUNDLE       CA certificates pip trusts inside the build (a BuildKit secret, never in a layer);
+#   CA_BUNDLE       CA certificates pip and uv trust inside the build (a BuildKit secret, never in a layer);
 #                   default /etc/ssl/certs/ca-certificates.crt when it exists
 #   DOCKER          the docker client; default /usr/bin/docker if present (Debian's client, whose
 #                   BuildKit works without a buildx plugin), else docker
@@ -121,10 +121,13 @@ cmd_images() {
     if [[ -n "${CA_BUNDLE:-}" ]]; then
         secret=(--secret "id=ca,src=$CA_BUNDLE")
     fi
-    build_image "warren-python:$IMAGE_TAG" images/python/Dockerfile "${python_base[@]}" "${secret[@]}"
+    # The Python runtime: dependencies from uv.lock (with hashes), with the shop extra (the API's
+    # FastAPI and uvicorn) for the worker and API images.
+    build_image "warren-python:$IMAGE_TAG" images/python/Dockerfile --build-arg EXTRAS=shop \
+        "${python_base[@]}" "${secret[@]}"
     build_image "warren-worker:$IMAGE_TAG" images/worker/Dockerfile --build-arg "PYTHON_IMAGE=warren-python:$IMAGE_TAG"
     build_image "warren-api:$IMAGE_TAG" images/api/Dockerfile --build-arg "PYTHON_IMAGE=warren-python:$IMAGE_TAG"
-    # The operator's runtime: the same Dockerfile with the operator extra instead of the api one.
+    # The operator's runtime: the same Dockerfile with the operator extra instead of the shop one.
     build_image "warren-python-operator:$IMAGE_TAG" images/python/Dockerfile --build-arg EXTRAS=operator \
         "${python_base[@]}" "${secret[@]}"
     build_image "warren-operator:$IMAGE_TAG" images/operator/Dockerfile \

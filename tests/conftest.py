@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-``broker`` is one private RabbitMQ node (``warren.localbroker.LocalBroker``) for the whole
+``broker`` is one private RabbitMQ node (``warren.testing.broker.LocalBroker``) for the whole
 session. It is lazy: only a session that runs a test asking for it starts a node, so unit
 tests stay fast. Tests never share queues: each gets its own ``namespace``.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from warren.localbroker import LocalBroker, rabbitmq_installed
+from warren.testing.broker import LocalBroker, rabbitmq_installed
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -36,7 +36,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[LocalBroker]:
         request.config.stash[_KEPT_BROKER] = (
             f"node {node.node_name} still running at {node.amqp_url} (management "
             f"{node.management_url}, guest/guest); stop it with "
-            f"`python -m warren.localbroker stop --dir {node.base_dir}`")
+            f"`python -m warren.testing.broker stop --dir {node.base_dir}`")
     else:
         node.destroy()
 

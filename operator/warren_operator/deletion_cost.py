@@ -18,17 +18,10 @@ from dataclasses import dataclass
 
 import kubernetes
 
+from warren_operator.stats import Consumer
+
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 MAX_COST = 2**31 - 1  # the annotation is an int32
-
-
-@dataclass(frozen=True, slots=True)
-class Consumer:
-    """One channel consuming from the queue, as the management API reports it."""
-
-    connection_name: str | None  # the client's ``connection_name``; None if it gave none
-    peer_host: str | None  # the client's address as the broker sees it
-    unacked: int  # messages delivered on the channel and not yet acknowledged
 
 
 @dataclass(frozen=True, slots=True)

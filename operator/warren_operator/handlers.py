@@ -1,9 +1,10 @@
 """Kopf wiring of the WorkerAutoscaler: read the queue, decide, scale the Deployment, say why.
 
-Deciding lives in ``policy``, talking to RabbitMQ in ``metrics``, choosing the pods a scale-down
-takes in ``deletion_cost``, Prometheus metrics in ``telemetry``; this module only moves values
-between Kubernetes, those and kopf. Run it with ``python -m warren_operator`` (settings in
-``config``; the CRD is ``charts/warren/crds/workerautoscaler.yaml``).
+Validating the spec lives in ``spec``, deciding in ``policy``, the management Secret in
+``credentials``, talking to RabbitMQ in ``management`` (its replies become ``stats``), choosing the
+pods a scale-down takes in ``deletion_cost``, Prometheus metrics in ``telemetry``; this module only
+moves values between Kubernetes, those and kopf. Run it with ``python -m warren_operator``
+(settings in ``config``; the CRD is ``charts/warren/crds/workerautoscaler.yaml``).
 
 A one-second timer looks at each WorkerAutoscaler and acts every ``pollSeconds``. What ``decide``
 remembers between polls (its ``History``) stays in the object's kopf ``memo``: an operator restart
@@ -18,25 +19,21 @@ secrets get; pods list, patch.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import kopf
 import kubernetes
 import urllib3
-from pydantic import SecretStr, ValidationError
 
 from warren_operator import telemetry
+from warren_operator.credentials import CredentialsError, management_config
 from warren_operator.deletion_cost import annotate_pods
-from warren_operator.metrics import (
-    ManagementConfig, MetricsError, StatsNotReady, fetch_consumers, fetch_queue_stats, parse_broker_url,
-)
-from warren_operator.policy import History, SpecError, decide, parse_spec
+from warren_operator.management import ManagementConfig, MetricsError, StatsNotReady, fetch_consumers, fetch_queue_stats
+from warren_operator.policy import History, decide
+from warren_operator.spec import SpecError, parse_spec
 
 GROUP, VERSION, PLURAL = "warren.dev", "v1alpha1", "workerautoscalers"
 DEFAULT_POLL_SECONDS = 5.0  # how soon an invalid spec is looked at again
@@ -86,22 +83,23 @@ def _poll(name: str, namespace: str, *, spec: kopf.Spec, status: kopf.Status, bo
     conditions = [dict(c) for c in status.get("conditions") or []]
     patch.status["conditions"] = conditions  # the whole list: a merge patch replaces lists
     try:
-        policy_spec = parse_spec(_policy_fields(spec))
+        autoscaler = parse_spec(spec)
     except SpecError as e:
         memo.next_poll = now + DEFAULT_POLL_SECONDS
         telemetry.failed(namespace, name, reason="InvalidSpec")
-        if _set_condition(conditions, "SpecValid", False, "InvalidSpec", _crd_message(e)):
-            kopf.warn(body, reason="InvalidSpec", message=_crd_message(e))
+        if _set_condition(conditions, "SpecValid", False, "InvalidSpec", str(e)):
+            kopf.warn(body, reason="InvalidSpec", message=str(e))
         return
+    policy_spec = autoscaler.policy()
     memo.next_poll = now + policy_spec.poll_seconds
     _set_condition(conditions, "SpecValid", True, "Valid", "the spec is valid")
 
     apps = kubernetes.client.AppsV1Api()
     current, selector = _current_scale(apps, policy_spec.deployment, namespace, retry=policy_spec.poll_seconds)
     patch.status["currentReplicas"] = current
-    vhost, timeout = spec.get("vhost", "/"), min(5.0, policy_spec.poll_seconds)
+    vhost, timeout = autoscaler.vhost, min(5.0, policy_spec.poll_seconds)
     try:
-        config = _management_config(namespace, spec)
+        config = management_config(namespace, autoscaler)
         stats = fetch_queue_stats(config, vhost, policy_spec.queue, current_replicas=current, timeout=timeout)
     except (MetricsError, CredentialsError) as e:
         logger.warning("queue %r not read, holding %d replicas: %s", policy_spec.queue, current, e)
@@ -129,10 +127,6 @@ def _poll(name: str, namespace: str, *, spec: kopf.Spec, status: kopf.Status, bo
     patch.status.update(ready=stats.ready, unacked=stats.unacked, consumers=stats.consumers,
                         publishRate=stats.publish_rate, ackRate=stats.ack_rate,
                         currentReplicas=desired, desiredReplicas=desired)
-
-
-class CredentialsError(Exception):
-    """The management Secret is missing or does not hold a usable url, username and password."""
 
 
 class DeploymentUnreadable(kopf.TemporaryError):
@@ -172,91 +166,6 @@ def _api_failure(error: Exception) -> str:
     if isinstance(error, kubernetes.client.ApiException):
         return f"{error.status} {error.reason}"
     return type(error).__name__
-
-
-def _management_config(namespace: str, spec: Mapping[str, Any]) -> ManagementConfig:
-    """Where the management API is and how to log in, from the Secret ``spec.managementSecretRef``.
-
-    The URL is the Secret's ``urlKey`` (default ``url``), else ``spec.managementUrl``: an
-    ``http(s)://`` management URL, or an ``amqp(s)://`` broker URL (management on 15672 or 15671
-    of its host), with or without credentials. The Secret's ``usernameKey`` and ``passwordKey``
-    (default ``username``, ``password``), where present, win over the URL's. So one Secret serves
-    in three shapes: the roles' own broker URL; url, username and password; or only a password
-    (``passwordKey: rabbitmq-password``) with a ``managementUrl`` such as ``http://warren@host:15672``.
-    """
-    name = (spec.get("managementSecretRef") or {}).get("name", "")
-    if not name:
-        raise CredentialsError("spec.managementSecretRef.name is required")
-    try:
-        secret = kubernetes.client.CoreV1Api().read_namespaced_secret(name, namespace)
-    except kubernetes.client.ApiException as e:
-        raise CredentialsError(f"Secret {name!r}: {e.status} {e.reason}") from None
-    try:
-        data = {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
-    except (ValueError, UnicodeDecodeError):
-        raise CredentialsError(f"Secret {name!r}: a value is not base64-encoded UTF-8") from None
-    return management_config_from(spec, data)
-
-
-def management_config_from(spec: Mapping[str, Any], data: Mapping[str, str]) -> ManagementConfig:
-    """``_management_config`` once the Secret is read: its decoded ``data``. CredentialsError if
-    they give no usable URL and password; the message never holds the password."""
-    ref = spec.get("managementSecretRef") or {}
-    name = ref.get("name", "")
-    url_key = ref.get("urlKey", "url")
-    url = data.get(url_key) or spec.get("managementUrl") or ""
-    if not url:
-        raise CredentialsError(f"Secret {name!r} has no {url_key!r} key and spec.managementUrl is not set")
-    try:
-        parsed = parse_broker_url(url.strip())
-    except ValueError as e:  # its message names the URL with the password masked
-        raise CredentialsError(f"Secret {name!r}: {e}") from None
-    username = data.get(ref.get("usernameKey", "username")) or parsed.config.username
-    password = data.get(ref.get("passwordKey", "password"))
-    if password is None:
-        if urlsplit(url.strip()).password is None:
-            raise CredentialsError(f"Secret {name!r} has no {ref.get('passwordKey', 'password')!r} key "
-                                   f"and the URL {parsed.display} has no password")
-        password = parsed.config.password.get_secret_value()
-    try:
-        return ManagementConfig(base_url=parsed.config.base_url, username=username.strip(),
-                                password=SecretStr(password.strip()))
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise CredentialsError(f"Secret {name!r}: {problems}") from None
-
-
-# The CRD's field names, and where ``policy.parse_spec`` expects each (flat, its own names).
-_POLICY_NAMES = {
-    "targetRef.name": "deployment", "queue": "queue", "minReplicas": "minReplicas",
-    "maxReplicas": "maxReplicas", "activationMessages": "activationThreshold",
-    "target.messagesPerReplica": "messagesPerReplica", "target.drainSeconds": "drainSeconds",
-    "prefetch": "prefetch", "pollSeconds": "pollIntervalSeconds",
-}
-_BEHAVIOR_NAMES = {"stabilizationSeconds": "stabilizationWindowSeconds", "maxStep": "maxStep"}
-_CRD_NAMES = {policy: crd for crd, policy in _POLICY_NAMES.items()} | {
-    f"{direction}.{policy}": f"{direction}.{crd}"
-    for direction in ("scaleUp", "scaleDown") for crd, policy in _BEHAVIOR_NAMES.items()}
-
-
-def _policy_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The WorkerAutoscaler's spec in ``parse_spec``'s vocabulary (vhost and Secret are not its)."""
-    fields: dict[str, Any] = {}
-    for crd, policy in _POLICY_NAMES.items():
-        parent, _, key = crd.rpartition(".")
-        source = spec.get(parent, {}) if parent else spec
-        if isinstance(source, Mapping) and key in source:
-            fields[policy] = source[key]
-    for direction in ("scaleUp", "scaleDown"):
-        behavior = spec.get(direction)
-        if isinstance(behavior, Mapping):
-            fields[direction] = {_BEHAVIOR_NAMES.get(k, k): v for k, v in behavior.items()}
-    return fields
-
-
-def _crd_message(error: SpecError) -> str:
-    """``error``'s message, naming the field as the WorkerAutoscaler spells it."""
-    return str(error).replace(f"spec.{error.field}", f"spec.{_CRD_NAMES.get(error.field, error.field)}", 1)
 
 
 def _set_condition(conditions: list[dict[str, Any]], kind: str, ok: bool, reason: str, message: str) -> bool:

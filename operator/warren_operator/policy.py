@@ -1,11 +1,10 @@
 """How many replicas a worker Deployment should run: a pure decision over immutable values.
 
-Three layers that never mix: ``parse_spec`` validates a WorkerAutoscaler spec into a ``Spec``
-(it only reads the mapping); the operator fetches the queue's numbers into one ``QueueStats``;
-``decide`` turns spec, stats, the ``History`` it returned last time and the time into a
-``Decision``. No I/O and no hidden state: the memory of the past (recent recommendations, when the
-queue went empty, the last scale) travels in ``History``, which the caller keeps (in the
-resource's status) and passes back.
+Three layers that never mix: ``spec`` validates a WorkerAutoscaler's spec and gives its
+``Spec``; ``management`` fetches the queue's numbers into one ``stats.QueueStats``; ``decide``
+turns spec, stats, the ``History`` it returned last time and the time into a ``Decision``. No I/O
+and no hidden state: the memory of the past (recent recommendations, when the queue went empty,
+the last scale) travels in ``History``, which the caller keeps and passes back.
 
 The rules, in the order ``decide`` applies them:
 
@@ -24,8 +23,9 @@ The rules, in the order ``decide`` applies them:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
+
+from warren_operator.stats import QueueStats
 
 DRAIN_FALLBACK_MESSAGES_PER_REPLICA = 20
 """Drain mode's backlog per replica while no per-consumer ack rate is known (no acks, no consumers)."""
@@ -33,14 +33,6 @@ DRAIN_FALLBACK_MESSAGES_PER_REPLICA = 20
 _EPSILON = 1e-9  # ceil(12.000000000001) must be 12, not 13
 _HUGE = 1e12  # a vanishing ack rate asks for "more than max", not for infinity
 _NEGLIGIBLE_RATE = 1e-6  # msg/s per consumer: one message in eleven days is no rate at all
-
-
-class SpecError(ValueError):
-    """A WorkerAutoscaler spec that cannot be used; ``field`` names the offending field."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"spec.{field}: {problem}")
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,43 +64,22 @@ DEFAULT_SCALE_UP = Behavior(stabilization_seconds=0.0, max_step=None)
 DEFAULT_SCALE_DOWN = Behavior(stabilization_seconds=300.0, max_step=None)  # the HPA's defaults
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Spec:
-    deployment: str
+    """What ``decide`` is told, in the CRD's vocabulary (its names in snake_case; ``deployment`` is
+    ``targetRef.name``). The defaults of what a WorkerAutoscaler may leave out live here and only
+    here (``spec.WorkerAutoscalerSpec`` leaves them None); they are the CRD's."""
+
+    deployment: str  # spec.targetRef.name
     queue: str
-    min_replicas: int
     max_replicas: int
     target: Target
-    activation_threshold: int = 1  # ready messages that wake a Deployment at zero
+    min_replicas: int = 1
+    activation_messages: int = 1  # ready messages that wake a Deployment at zero
     prefetch: int = 1  # each worker's prefetch (WARREN_PREFETCH)
     poll_seconds: float = 5.0
     scale_up: Behavior = DEFAULT_SCALE_UP
     scale_down: Behavior = DEFAULT_SCALE_DOWN
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """One snapshot of the queue and the Deployment. A rate is None until it is known."""
-
-    ready: int
-    unacked: int
-    consumers: int
-    current_replicas: int
-    publish_rate: float | None = None  # messages per second
-    ack_rate: float | None = None  # messages per second, all consumers together
-
-    def __post_init__(self) -> None:
-        for name in ("ready", "unacked", "consumers", "current_replicas"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        for name in ("publish_rate", "ack_rate"):
-            rate = getattr(self, name)
-            if rate is not None and not (math.isfinite(rate) and rate >= 0):
-                raise ValueError(f"{name} must be a finite rate >= 0 or None, got {rate}")
-
-    @property
-    def backlog(self) -> int:
-        return self.ready + self.unacked
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,109 +113,6 @@ class Decision:
     desired_replicas: int
     reason: str
     history: History
-
-
-# --- parse and validate ---------------------------------------------------------------------
-
-_SPEC_FIELDS = frozenset({
-    "deployment", "queue", "minReplicas", "maxReplicas", "activationThreshold",
-    "messagesPerReplica", "drainSeconds", "prefetch", "pollIntervalSeconds", "scaleUp", "scaleDown",
-})
-_BEHAVIOR_FIELDS = frozenset({"stabilizationWindowSeconds", "maxStep"})
-_MISSING = object()
-
-
-def parse_spec(spec: Mapping[str, object]) -> Spec:
-    """The validated ``Spec`` of a WorkerAutoscaler's ``spec``, or ``SpecError`` naming the field."""
-    _reject_unknown(spec, _SPEC_FIELDS, prefix="")
-    min_replicas = _integer(spec, "minReplicas", default=1, minimum=0)
-    max_replicas = _integer(spec, "maxReplicas", minimum=1)
-    if max_replicas < min_replicas:
-        raise SpecError("maxReplicas", f"must be at least minReplicas ({min_replicas}), got {max_replicas}")
-    return Spec(
-        deployment=_name(spec, "deployment"),
-        queue=_name(spec, "queue"),
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        target=_target(spec),
-        activation_threshold=_integer(spec, "activationThreshold", default=1, minimum=1),
-        prefetch=_integer(spec, "prefetch", default=1, minimum=1),
-        poll_seconds=_seconds(spec, "pollIntervalSeconds", default=5.0, zero_allowed=False),
-        scale_up=_behavior(spec, "scaleUp", DEFAULT_SCALE_UP),
-        scale_down=_behavior(spec, "scaleDown", DEFAULT_SCALE_DOWN),
-    )
-
-
-def _target(spec: Mapping[str, object]) -> Target:
-    has_backlog, has_drain = "messagesPerReplica" in spec, "drainSeconds" in spec
-    if has_backlog == has_drain:
-        raise SpecError("messagesPerReplica", "set exactly one of messagesPerReplica and drainSeconds")
-    if has_backlog:
-        return BacklogTarget(_integer(spec, "messagesPerReplica", minimum=1))
-    seconds = _seconds(spec, "drainSeconds", zero_allowed=False)
-    if seconds < 1:
-        raise SpecError("drainSeconds", f"must be at least 1, got {seconds:g}")
-    return DrainTarget(seconds)
-
-
-def _behavior(spec: Mapping[str, object], key: str, default: Behavior) -> Behavior:
-    value = spec.get(key, _MISSING)
-    if value is _MISSING or value is None:
-        return default
-    if not isinstance(value, Mapping):
-        raise SpecError(key, f"must be an object, got {_shown(value)}")
-    _reject_unknown(value, _BEHAVIOR_FIELDS, prefix=f"{key}.")
-    max_step = value.get("maxStep")
-    return Behavior(
-        stabilization_seconds=_seconds(value, "stabilizationWindowSeconds", prefix=f"{key}.",
-                                       default=default.stabilization_seconds, zero_allowed=True),
-        max_step=None if max_step is None else _integer(value, "maxStep", prefix=f"{key}.", minimum=1),
-    )
-
-
-def _reject_unknown(mapping: Mapping[str, object], known: frozenset[str], *, prefix: str) -> None:
-    unknown = sorted(str(key) for key in mapping if key not in known)
-    if unknown:
-        raise SpecError(f"{prefix}{unknown[0]}", f"unknown field (known: {', '.join(sorted(known))})")
-
-
-def _name(spec: Mapping[str, object], key: str) -> str:
-    value = spec.get(key, _MISSING)
-    if value is _MISSING:
-        raise SpecError(key, "is required")
-    if not isinstance(value, str) or not value.strip():
-        raise SpecError(key, f"must be a non-empty string, got {_shown(value)}")
-    return value
-
-
-def _integer(spec: Mapping[str, object], key: str, *, minimum: int, default: object = _MISSING,
-             prefix: str = "") -> int:
-    value = spec.get(key, default)
-    if value is _MISSING:
-        raise SpecError(f"{prefix}{key}", "is required")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(f"{prefix}{key}", f"must be an integer, got {_shown(value)}")
-    if value < minimum:
-        raise SpecError(f"{prefix}{key}", f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _seconds(spec: Mapping[str, object], key: str, *, zero_allowed: bool, default: object = _MISSING,
-             prefix: str = "") -> float:
-    value = spec.get(key, default)
-    if value is _MISSING:
-        raise SpecError(f"{prefix}{key}", "is required")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SpecError(f"{prefix}{key}", f"must be a number of seconds, got {_shown(value)}")
-    if value < 0 or (value == 0 and not zero_allowed):
-        bound = "at least 0" if zero_allowed else "more than 0"
-        raise SpecError(f"{prefix}{key}", f"must be {bound}, got {value}")
-    return float(value)
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- decide ---------------------------------------------------------------------------------
@@ -354,7 +222,8 @@ def _drain(stats: QueueStats, seconds: float, rate: PerConsumerRate | None) -> t
         work = f"backlog {stats.backlog} msgs (publish rate unknown)"
     else:
         work = f"backlog {stats.backlog} msgs + {stats.publish_rate:.1f} msg/s arriving"
-    return replicas, f"{work} drained in {seconds:g} s at {rate.value:.2f} msg/s per consumer ({rate.source}) = {replicas}"
+    return replicas, (f"{work} drained in {seconds:g} s at {rate.value:.2f} msg/s per consumer "
+                      f"({rate.source}) = {replicas}")
 
 
 def _rate_text(stats: QueueStats) -> str:
@@ -410,13 +279,13 @@ def _at_zero(spec: Spec, stats: QueueStats, history: History, *, desired: int, n
     """Waking from zero at the activation threshold, and going to zero only after a quiet window."""
     window = spec.scale_down.stabilization_seconds
     if stats.current_replicas == 0:
-        if stats.ready >= spec.activation_threshold:
+        if stats.ready >= spec.activation_messages:
             return max(1, desired), (f"waking from zero: {stats.ready} ready >= activation "
-                                     f"threshold {spec.activation_threshold}")
+                                     f"threshold {spec.activation_messages}")
         if stats.unacked > 0:
             return max(1, desired), f"waking from zero: {stats.unacked} unacked"
         if desired > 0:
-            return 0, f"staying at zero: {stats.ready} ready < activation threshold {spec.activation_threshold}"
+            return 0, f"staying at zero: {stats.ready} ready < activation threshold {spec.activation_messages}"
         return 0, None
     if desired > 0:
         return desired, None

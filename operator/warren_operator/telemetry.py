@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from warren_operator.policy import QueueStats
+from warren_operator.stats import QueueStats
 
 REGISTRY = CollectorRegistry()
 _AUTOSCALER = ("namespace", "name")

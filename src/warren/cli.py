@@ -1,5 +1,8 @@
 """The ``warren`` command: worker, publish, request, topology.
 
+Pools are named as installed packages register them (the ``warren.pools`` entry points) or as
+``package.module:attribute``.
+
 Exit status: 0 success; 1 the broker refused or could not be reached; 2 bad configuration or
 usage; 3 the broker's topology conflicts with ours.
 """
@@ -10,13 +13,13 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from warren import topology
 from warren.config import Settings, load_settings
-from warren.errors import ConfigError, PublishRefused, RequestTimeout, TopologyError, WarrenError
-from warren.worker.pool import BUILTIN_POOLS, Pool, load_pool
+from warren.errors import ConfigError, TopologyError, WarrenError
+from warren.worker.pool import Pool, load_pool, registered_pools
 
 log = logging.getLogger("warren")
 
@@ -40,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="consume a pool's queue until SIGTERM")
-    worker.add_argument("pool", help=f"built-in pool ({', '.join(sorted(BUILTIN_POOLS))}) or module:attribute")
+    worker.add_argument("pool", help="an installed pool's name (see `warren pools`) or package.module:attribute")
 
     publish = sub.add_parser("publish", help="publish a task, confirmed by the broker")
     publish.add_argument("pool")
@@ -56,16 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("payload", nargs="?", default="{}")
     request.add_argument("--timeout", type=float, default=10.0)
 
-    sub.add_parser("api", help="serve the HTTP API (WARREN_API_HOST, WARREN_API_PORT)")
-
-    demo = sub.add_parser("demo", help="run the shop pipeline end to end on this machine; account for every order")
-    demo.add_argument("--selftest", action="store_true", help="run the runtime self-test burst instead")
+    sub.add_parser("pools", help="list the pools installed packages register (entry points warren.pools)")
 
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
     topo_sub = topo.add_subparsers(dest="action", required=True)
     for action in ("show", "apply"):
         p = topo_sub.add_parser(action)
-        p.add_argument("pools", nargs="*", help="pools to include (default: every built-in pool)")
+        p.add_argument("pools", nargs="*", help="pools to include (default: every installed pool)")
         if action == "show":
             p.add_argument("--json", action="store_true", help="print JSON (the default is a short listing)")
     return parser
@@ -80,31 +80,30 @@ def _payload(text: str) -> Any:
 
 
 def _topology_for(settings: Settings, specs: Sequence[str]) -> topology.Topology:
-    pools: list[Pool] = [load_pool(spec) for spec in (specs or sorted(BUILTIN_POOLS))]
+    pools: list[Pool] = [load_pool(spec) for spec in (specs or sorted(registered_pools()))]
     return topology.build(settings, pools=[p.spec for p in pools])
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return guarded(lambda settings: _dispatch(args, settings))
+
+
+def guarded(command: Callable[[Settings], int], *, prog: str = "warren") -> int:
+    """Run ``command`` with validated settings and logging set up; Warren's errors become one line
+    on stderr and the documented exit status (2 configuration, 3 topology, 1 broker)."""
     try:
         settings = load_settings()
+        _setup_logging(settings)
+        return command(settings)
     except ConfigError as e:
-        print(f"warren: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    _setup_logging(settings)
-    try:
-        return _dispatch(args, settings)
-    except ConfigError as e:
-        print(f"warren: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except TopologyError as e:
-        print(f"warren: topology conflict: {e}", file=sys.stderr)
+        print(f"{prog}: topology conflict: {e}", file=sys.stderr)
         return EXIT_TOPOLOGY
-    except (PublishRefused, RequestTimeout) as e:
-        print(f"warren: {e}", file=sys.stderr)
-        return EXIT_BROKER
     except WarrenError as e:
-        print(f"warren: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_BROKER
 
 
@@ -139,17 +138,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
         print(json.dumps(reply))
         return 0
-    if args.command == "api":
-        from warren.api.app import serve
-        from warren.config import ApiSettings, load
-
-        return serve(settings, load(ApiSettings))
-    if args.command == "demo":
-        if args.selftest:
-            from warren.demo import selftest as scenario
-        else:
-            from warren.demo import shop as scenario  # type: ignore[no-redef]
-        return scenario.run(settings)
+    if args.command == "pools":
+        for name, target in sorted(registered_pools().items()):
+            print(f"{name:<12} {target}")
+        return 0
     if args.command == "topology":
         topo = _topology_for(settings, args.pools)
         if args.action == "show":

@@ -109,9 +109,10 @@ class Settings(BaseSettings):
         return self
 
     def retry_delays_ms(self) -> tuple[int, ...]:
-        """The delay before each retry: attempt 1 failed -> first delay, and so on."""
+        """The delay before each retry: attempt 1 failed -> first delay, and so on. Never empty
+        (with one attempt, the first delay still serves tasks that allow more)."""
         return retry_delays_ms(
-            attempts=self.retry_max_attempts,
+            attempts=max(2, self.retry_max_attempts),
             initial_ms=self.retry_initial_delay_ms,
             multiplier=self.retry_multiplier,
             cap_ms=self.retry_max_delay_ms,
@@ -145,12 +146,15 @@ def retry_delays_ms(*, attempts: int, initial_ms: int, multiplier: float, cap_ms
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe to log. Splits on the last '@' rather than parsing,
-    so a password with an unescaped '/' or '@' is masked too, and IPv6 hosts keep their brackets."""
+    so a password with an unescaped '/' or '@' is masked too, IPv6 hosts keep their brackets, and
+    a URL written without its scheme (``user:pass@host``) is masked as well."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
+    if not at or ":" not in userinfo:
         return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _read_secret_file(path: Path | None, setting: str) -> str | None:
@@ -194,67 +198,3 @@ def _describe(error: ValidationError, prefix: str) -> str:
             message += f" (got {item['input']!r})"
         lines.append(f"invalid setting {name}: {message}")
     return "; ".join(lines)
-
-
-class SelftestSettings(BaseSettings):
-    """Knobs of the selftest pool, used to make one worker slower than another in tests."""
-
-    model_config = SettingsConfigDict(env_prefix="WARREN_SELFTEST_", extra="ignore", frozen=True)
-
-    extra_ms: int = Field(default=0, ge=0, le=600_000, description="Added to every selftest work task, ms.")
-
-
-class ShopSettings(BaseSettings):
-    """The reference e-commerce workload: processing times, failure rates, catalog, state."""
-
-    model_config = SettingsConfigDict(env_prefix="WARREN_SHOP_", extra="ignore", frozen=True)
-
-    data_dir: Path = Field(
-        default=Path("/tmp/warren-shop"),
-        description="Where the roles keep their state (SQLite): stock, charges, labels, counts, audit log.",
-    )
-    payment_min_ms: int = Field(default=2000, ge=0, description="Shortest simulated payment, ms.")
-    payment_max_ms: int = Field(default=5000, ge=0, description="Longest simulated payment, ms.")
-    email_ms: int = Field(default=15_000, ge=0, description="Simulated time to send an e-mail, ms.")
-    sms_ms: int = Field(default=300, ge=0, description="Simulated time to send an SMS, ms.")
-    shipping_ms: int = Field(default=500, ge=0, description="Simulated time to create a label, ms.")
-    failure_rate: dict[str, float] = Field(
-        default_factory=dict,
-        description='Simulated transient failure rate per role, e.g. {"payments": 0.1}; retried, then dead-lettered.',
-    )
-    credit_limit_cents: int = Field(default=50_000, ge=0, description="Payments above this are declined.")
-    catalog: dict[str, tuple[int, int]] = Field(
-        default_factory=lambda: {
-            "sku-apple": (120, 10_000),
-            "sku-bread": (350, 10_000),
-            "sku-coffee": (899, 10_000),
-            "sku-tea": (450, 10_000),
-            "sku-rare-truffle": (25_000, 3),
-        },
-        description="Initial catalog: SKU -> (price in cents, units in stock).",
-    )
-
-    @field_validator("failure_rate")
-    @classmethod
-    def _rates_are_probabilities(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = {role: rate for role, rate in value.items() if not 0.0 <= rate <= 1.0}
-        if bad:
-            raise ValueError(f"rates must be between 0 and 1, got {bad}")
-        return value
-
-    @model_validator(mode="after")
-    def _payment_range(self) -> ShopSettings:
-        if self.payment_max_ms < self.payment_min_ms:
-            raise ValueError("WARREN_SHOP_PAYMENT_MAX_MS must not be below WARREN_SHOP_PAYMENT_MIN_MS")
-        return self
-
-
-class ApiSettings(BaseSettings):
-    """The HTTP API role."""
-
-    model_config = SettingsConfigDict(env_prefix="WARREN_API_", extra="ignore", frozen=True)
-
-    host: str = Field(default="0.0.0.0", description="Address to listen on.")
-    port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on.")
-    stock_check_timeout: float = Field(default=2.0, gt=0, le=60, description="Inventory request/reply timeout, s.")
-    connections: int = Field(default=4, ge=1, le=64, description="Broker connections shared by request handlers.")

@@ -43,7 +43,14 @@ class RetryableError(TaskError):
     """A transient failure: retry with backoff, then dead-letter when the attempts run out.
 
     Any exception a handler raises that is not a ``PermanentError`` is treated the same way.
+    ``delay`` (seconds) overrides the backoff for this retry, e.g. a rate limit's Retry-After.
     """
+
+    def __init__(self, message: str = "", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        if delay is not None and delay < 0:
+            raise ValueError(f"delay must not be negative, got {delay}")
+        self.delay = delay
 
 
 class PermanentError(TaskError):

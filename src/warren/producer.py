@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from warren.broker import Session, connection_parameters, publish_pipelined
 from warren.config import Settings
 from warren.errors import PublishRefused
 from warren.messages import Outgoing, encode_json
 from warren.topology import Names
+
+if TYPE_CHECKING:
+    from warren.worker.pool import Task
+
+P = TypeVar("P")
 
 
 def task_message(
@@ -58,6 +63,20 @@ class Producer:
             self.close()
             self._session = Session.open(self.settings, name=self.name)
         return self._session
+
+    def send(
+        self,
+        task: Task[P],
+        payload: P | Mapping[str, Any],
+        *,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish ``task`` with ``payload``, validated against the task's schema first (pydantic's
+        ValidationError, and nothing published, when it does not fit); returns the message id."""
+        return self.publish(
+            task.pool, task.name, task.validate(payload), message_id=message_id, correlation_id=correlation_id
+        )
 
     def publish(self, pool: str, task_type: str, payload: Any, **options: Any) -> str:
         """Publish one task; returns its message id. Raises PublishRefused or BrokerUnavailable."""

@@ -64,6 +64,7 @@ class PoolSpec:
     events: tuple[str, ...] = ()  # topic patterns on ns.events routed into the pool's queue
     all_events: bool = False  # the pool's queue is bound to the fanout exchange: every event
     collectors: tuple[Subscription, ...] = ()  # subscriptions declared along with the pool
+    retry_delays_ms: tuple[int, ...] = ()  # delay tiers its tasks ask for beyond the settings' backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +75,12 @@ class PoolNames:
     dead_letter_queue: str
     retry_queues: tuple[tuple[int, str], ...]  # (delay ms, queue name), one per distinct delay
 
-    def retry_queue_for(self, delay_ms: int) -> str:
-        return next(name for delay, name in self.retry_queues if delay == delay_ms)
+    def retry_queue_for(self, delay_ms: int) -> tuple[int, str]:
+        """The delay queue to park a message in for ``delay_ms``: the longest tier not past it
+        (the shortest if none is), so a message never waits longer than asked; the worker parks
+        it again for what remains (see ``warren.worker.handling``)."""
+        fitting = [(d, name) for d, name in self.retry_queues if d <= delay_ms]
+        return fitting[-1] if fitting else self.retry_queues[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,12 @@ class Names:
         )
 
 
+def pool_names(settings: Settings, spec: PoolSpec) -> PoolNames:
+    """The names of a pool's queues, with a delay tier for every backoff step of the settings and
+    every retry delay its tasks declare."""
+    return Names(settings.namespace).pool(spec.name, (*settings.retry_delays_ms(), *spec.retry_delays_ms))
+
+
 def _durable(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Arguments every Warren queue shares: the queue type and, on quorum, safe dead-lettering."""
     if settings.queue_type == "quorum":
@@ -160,8 +171,8 @@ def build(
     bindings: list[Binding] = [Binding(names.events, names.broadcast, "#", to_exchange=True)]
     subs = list(subscriptions)
     for spec in (PoolSpec(p) if isinstance(p, str) else p for p in pools):
-        pn = names.pool(spec.name, settings.retry_delays_ms())
-        work_args = {"x-dead-letter-exchange": names.dlx, "x-dead-letter-routing-key": pn.queue}
+        pn = pool_names(settings, spec)
+        work_args: dict[str, str | int] = {"x-dead-letter-exchange": names.dlx, "x-dead-letter-routing-key": pn.queue}
         if settings.queue_type == "quorum":
             # Explicit, never the broker's default (RabbitMQ 4.x defaults to 20).
             work_args["x-delivery-limit"] = settings.delivery_limit

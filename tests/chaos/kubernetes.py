@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from warren.roles import shop
 from tests.support.docker import free_ports
+from warren_shop import pipeline as shop
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "warren"  # the chart's objects are then warren-rabbitmq, warren-broker, ...
@@ -54,11 +54,13 @@ class Pod:
             "spec": {
                 "restartPolicy": "Always" if restart else "Never",
                 "terminationGracePeriodSeconds": 60,
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                    "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "worker", "image": platform.worker_image, "imagePullPolicy": "IfNotPresent", "args": [pool],
                     "env": [{"name": "WARREN_WORKER_NAME", "value": name},
-                            {"name": "WARREN_BROKER_URL", "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-broker", "key": "url"}}},
+                            {"name": "WARREN_BROKER_URL",
+                             "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-broker", "key": "url"}}},
                             *({"name": k, "value": v} for k, v in env.items())],
                     "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                                         "capabilities": {"drop": ["ALL"]}},

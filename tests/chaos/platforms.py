@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from warren.localbroker import LocalBroker
-from warren.localworker import LocalWorker
 from tests.support.docker import HARDENED, docker, free_ports
+from warren.testing.broker import LocalBroker
+from warren.testing.processes import LocalWorker
 
 
 class Worker(Protocol):
@@ -50,7 +50,9 @@ class Platform(Protocol):
     name: str
     broker_url: str
 
-    def start_worker(self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False) -> Worker:
+    def start_worker(
+        self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False
+    ) -> Worker:
         """A worker of ``pool``; with ``restart`` the platform restarts it whenever it dies, as
         Kubernetes restarts a pod's container."""
 
@@ -118,7 +120,9 @@ class ProcessPlatform:
         self.log_dir = log_dir
         self._ids = itertools.count(1)
 
-    def start_worker(self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False) -> ProcessWorker:
+    def start_worker(
+        self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False
+    ) -> ProcessWorker:
         return ProcessWorker(env, self.log_dir, name=f"{name}-{next(self._ids)}", pool=pool, restart=restart)
 
     def stop_broker(self) -> None:
@@ -134,7 +138,8 @@ class Container:
 
     def __init__(self, image: str, env: Mapping[str, str], *, name: str, pool: str, restart: bool) -> None:
         self.name = name
-        args = ["run", "--detach", "--name", name, "--network", "host", "--env", f"WARREN_WORKER_NAME={name}", *HARDENED]
+        args = ["run", "--detach", "--name", name, "--network", "host",
+                "--env", f"WARREN_WORKER_NAME={name}", *HARDENED]
         if restart:
             args += ["--restart", "on-failure"]
         for key, value in env.items():
@@ -215,7 +220,9 @@ class DockerPlatform:
                     ) from e
                 time.sleep(0.2)
 
-    def start_worker(self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False) -> Container:
+    def start_worker(
+        self, env: Mapping[str, str], *, name: str, pool: str = "selftest", restart: bool = False
+    ) -> Container:
         return Container(self.worker_image, env, name=f"{self.prefix}-{name}-{next(self._names)}", pool=pool,
                          restart=restart)
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from tests.chaos.platforms import wait_for_log
 from warren.errors import WarrenError
 from warren.producer import Producer, task_message
 from warren.topology import Names
-from tests.chaos.platforms import wait_for_log
 
 pytestmark = [pytest.mark.broker, pytest.mark.chaos]
 

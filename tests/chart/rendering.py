@@ -60,7 +60,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                        "limits": {"cpu": "1", "memory": "512Mi"}}},
             "sms": {"enabled": False, "autoscaling": {"enabled": True}},  # a disabled pool scales nothing
-            "selftest": {"enabled": True, "target": "warren.roles.selftest:pool",
+            "selftest": {"enabled": True, "target": "warren.testing.selftest:pool",
                          "autoscaling": {"enabled": True, "queue": "warren.selftest", "minReplicas": 0,
                                          "maxReplicas": 3, "scaleDown": {"stabilizationSeconds": 30}}},
         },

@@ -19,14 +19,15 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
-import yaml
 import pytest
+import yaml
 from helm_python import Chart, HelmValuesError, lint, package, values_from_yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 from tests.chart.rendering import CHART, DIGEST, RELEASE, VALUE_SETS, Render, render
-from warren.config import ApiSettings, load, settings_from_env
-from warren.worker.pool import BUILTIN_POOLS
+from warren.config import load, settings_from_env
+from warren.worker.pool import registered_pools
+from warren_shop.settings import ApiSettings
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas there are.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -280,7 +281,7 @@ def test_one_worker_deployment_and_disruption_budget_per_enabled_pool(rendered: 
 def test_the_shop_pools_are_the_defaults(renders) -> None:
     defaults = renders["default"].values["pools"]
     assert set(defaults) == set(SHOP_POOLS) and all(p["enabled"] for p in defaults.values())
-    assert set(SHOP_POOLS) <= set(BUILTIN_POOLS)  # each a pool `warren worker` knows
+    assert set(SHOP_POOLS) <= set(registered_pools())  # each a pool `warren worker` knows
     assert defaults["payments"]["maxTaskSeconds"] == 5 and defaults["email"]["maxTaskSeconds"] == 15
 
 

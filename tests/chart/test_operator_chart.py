@@ -1,6 +1,6 @@
 """The chart's autoscaling: the operator's Deployment and least-privilege Role, the CRD in crds/,
 and one WorkerAutoscaler per pool that enables it, wired to the management API so that the
-operator's own credential resolution (``warren_operator.handlers.management_config_from``) finds
+operator's own credential resolution (``warren_operator.credentials.management_config_from``) finds
 the broker the chart deploys."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.chart.rendering import CHART, RELEASE, VALUE_SETS, Render, render
 from tests.operator.test_operator_kmock import OPERATOR_API_CALLS
 from warren.config import load
 from warren_operator.config import OperatorSettings
-from warren_operator.handlers import management_config_from
+from warren_operator.credentials import management_config_from
 
 CRD_PATH = CHART / "crds" / "workerautoscaler.yaml"
 OPERATOR = f"{RELEASE}-operator"
@@ -54,12 +54,14 @@ def test_the_crd_is_a_valid_crd_and_ships_in_the_package(chart, tmp_path, versio
     with tarfile.open(package(CHART, destination=tmp_path)) as archive:
         assert "warren/crds/workerautoscaler.yaml" in archive.getnames()
     # Helm installs crds/ before the templates, and never templates it (nor deletes it on uninstall).
-    assert not any("CustomResourceDefinition" in text for text in render(chart, "crd", WITH_OPERATOR).manifests.values())
+    manifests = render(chart, "crd", WITH_OPERATOR).manifests
+    assert not any("CustomResourceDefinition" in text for text in manifests.values())
 
 
 def test_no_operator_and_no_autoscaling_by_default(renders) -> None:
     default = renders["default"]
-    assert [o for o in default.objects if o["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"] == []
+    components = [o["metadata"]["labels"].get("app.kubernetes.io/component") for o in default.objects]
+    assert "operator" not in components
     assert default.of_kind("WorkerAutoscaler") == []
     assert [r["metadata"]["name"] for r in default.of_kind("Role")] == [f"{RELEASE}-rabbitmq-peer-discovery"]
     assert all("replicas" in d["spec"] for d in default.of_kind("Deployment"))
@@ -141,7 +143,8 @@ def test_the_operator_runs_hardened_with_probes_and_watches_its_namespace(render
     assert container["image"].endswith("/warren-operator@" + r.values["image"]["operator"]["digest"])
     env = {e["name"]: e for e in container["env"]}
     assert env["WARREN_OPERATOR_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert env["WARREN_OPERATOR_METRICS_PORT"]["value"] == "9191" and env["WARREN_OPERATOR_LOG_LEVEL"]["value"] == "DEBUG"
+    assert env["WARREN_OPERATOR_METRICS_PORT"]["value"] == "9191"
+    assert env["WARREN_OPERATOR_LOG_LEVEL"]["value"] == "DEBUG"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9191}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -180,7 +183,9 @@ def test_the_operator_takes_a_monitoring_secret_of_its_own(renders) -> None:
         "https://rabbitmq.example.com:15671", "monitor", "m0nitor")
 
 
-def test_network_policies_let_the_operator_reach_the_management_api_and_nothing_reach_it(renders, with_operator) -> None:
+def test_network_policies_let_the_operator_reach_the_management_api_and_nothing_reach_it(
+    renders, with_operator
+) -> None:
     policies = {p["metadata"]["name"]: p["spec"] for p in with_operator.of_kind("NetworkPolicy")}
     management = [rule for rule in policies[f"{RELEASE}-rabbitmq"]["ingress"]
                   if [p["port"] for p in rule["ports"]] == [15672]]

@@ -18,7 +18,9 @@ RELEASE = SKAFFOLD["deploy"]["helm"]["releases"][0]
 
 def _fill(template: str) -> str:
     """What skaffold substitutes: IMAGE_REPO_x -> a registry path, IMAGE_TAG_x -> a tag."""
-    template = re.sub(r"\{\{\.IMAGE_REPO_(\w+)\}\}", lambda m: f"registry.test/{m.group(1).replace('_', '-')}", template)
+    template = re.sub(
+        r"\{\{\.IMAGE_REPO_(\w+)\}\}", lambda m: f"registry.test/{m.group(1).replace('_', '-')}", template
+    )
     return re.sub(r"\{\{\.IMAGE_TAG_(\w+)\}\}", "built-by-skaffold", template)
 
 

@@ -35,9 +35,9 @@ from warren import topology
 from warren.broker import Session
 from warren.config import settings_from_env
 from warren.errors import BrokerUnavailable
-from warren.ledger import Ledger
-from warren.localbroker import LocalBroker
 from warren.producer import Producer
+from warren.testing.broker import LocalBroker
+from warren.testing.ledger import Ledger
 from warren.worker.pool import load_pool
 
 pytestmark = pytest.mark.docker

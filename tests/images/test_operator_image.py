@@ -33,7 +33,7 @@ from tests.support.docker import (
     eventually,
     free_ports,
 )
-from warren.localbroker import LocalBroker
+from warren.testing.broker import LocalBroker
 
 pytestmark = [pytest.mark.docker, pytest.mark.broker]
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.broker
 
 def test_the_shop_demo_accounts_for_every_order(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}  # its own private broker
-    done = subprocess.run([sys.executable, "-m", "warren", "demo"], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "warren_shop", "demo"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=240)
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from warren.localbroker import LocalBroker
+from warren.testing.broker import LocalBroker
 
 pytestmark = pytest.mark.broker
 
@@ -54,7 +54,7 @@ def _refuses(port: int) -> bool:
 
 
 def _cli(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "warren.localbroker", *args],
+    res = subprocess.run([sys.executable, "-m", "warren.testing.broker", *args],
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     return res.stdout.strip()

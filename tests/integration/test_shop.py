@@ -10,11 +10,12 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from warren.api.app import create_app
-from warren.config import ApiSettings, Settings
-from warren.topology import Names
 from tests.support.fixtures import record_report
 from tests.support.shop import EVERYTHING, EVERYTHING_TOO, Shop
+from warren.config import Settings
+from warren.topology import Names
+from warren_shop.api.app import create_app
+from warren_shop.settings import ApiSettings
 
 pytestmark = pytest.mark.broker
 
@@ -167,8 +168,8 @@ def rows_exist(shop: Shop, ids: list[str]) -> bool:
 def test_inventory_not_answering_is_a_clean_503(broker) -> None:
     settings = Settings(_env_file=None, broker_url=broker.amqp_url, namespace=f"n{secrets.token_hex(4)}")
     from warren.broker import Session
-    from warren.roles import shop as workload
     from warren.topology import apply
+    from warren_shop import pipeline as workload
 
     session = Session.open(settings, name="test")
     apply(session, workload.build_topology(settings))
@@ -189,7 +190,9 @@ def test_broker_unavailable_is_503_and_not_ready() -> None:
         placed = client.post("/api/v1/orders", json={"customer": {"email": "a@b.co"},
                                                      "items": [{"sku": "sku-tea", "quantity": 1}]})
         assert placed.status_code == 503
-        assert placed.json()["detail"].startswith("broker unavailable (connecting to 127.0.0.1:1: ConnectionRefusedError")
+        assert placed.json()["detail"].startswith(
+            "broker unavailable (connecting to 127.0.0.1:1: ConnectionRefusedError"
+        )
         assert "secret-pw" not in placed.text
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").json() == {"status": "ok"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 
@@ -10,8 +12,8 @@ import pytest
 from warren.errors import PublishRefused, RequestTimeout, TopologyError, Unroutable
 from warren.messages import Outgoing
 from warren.producer import task_message
+from warren.testing.ledger import Ledger
 from warren.topology import Names
-from warren.ledger import Ledger
 
 pytestmark = pytest.mark.broker
 
@@ -49,9 +51,9 @@ def test_a_failing_handler_is_retried_with_growing_delays_then_dead_lettered(rig
     assert info.original_queue == f"{rig.settings.namespace}.selftest"
     history = rig.ledger.dead_headers[task]["x-warren-history"]
     assert [h["attempt"] for h in history] == [1, 2, 3, 4]
-    gaps = [b["at_ms"] - a["at_ms"] for a, b in zip(history, history[1:])]
+    gaps = [b["at_ms"] - a["at_ms"] for a, b in itertools.pairwise(history)]
     # 200, 400, 800 ms of backoff: each wait at least its delay, and each longer than the last.
-    assert all(gap >= delay for gap, delay in zip(gaps, (200, 400, 800))), gaps
+    assert all(gap >= delay for gap, delay in zip(gaps, (200, 400, 800), strict=True)), gaps
     assert gaps[0] < gaps[1] < gaps[2], gaps
 
 
@@ -123,7 +125,7 @@ def test_request_reply_returns_the_handlers_result(rig) -> None:
 
 def test_request_reply_times_out_cleanly_without_a_worker(rig) -> None:
     rig.apply_topology()
-    with pytest.raises(RequestTimeout, match="no reply to work within 0.5s"):
+    with pytest.raises(RequestTimeout, match=re.escape("no reply to work within 0.5s")):
         rig.producer.request("selftest", "work", {}, timeout=0.5)
 
 
@@ -165,7 +167,9 @@ def test_cli_publish_and_topology_exit_codes(rig, broker_env) -> None:
     assert (published.returncode, published.stdout.strip()) == (0, "order-42")
     refused = warren("publish", "nowhere", "work", "{}")
     assert refused.returncode == 1
-    assert refused.stderr.strip() == f"warren: publishing to {rig.settings.namespace}.tasks/nowhere: no queue is bound for this message"
+    assert refused.stderr.strip() == (
+        f"warren: publishing to {rig.settings.namespace}.tasks/nowhere: no queue is bound for this message"
+    )
     conflict = subprocess.run(
         [sys.executable, "-m", "warren", "topology", "apply", "selftest"],
         env={**env, "WARREN_QUEUE_TYPE": "classic"}, capture_output=True, text=True,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from warren_operator.deletion_cost import MAX_COST, Consumer, Pod, annotation_changes, deletion_costs
+from warren_operator.deletion_cost import MAX_COST, Pod, annotation_changes, deletion_costs
+from warren_operator.stats import Consumer
 
 PODS = (Pod("payments-7d9f-a", "10.1.0.11"), Pod("payments-7d9f-b", "10.1.0.12"), Pod("payments-7d9f-c", "10.1.0.13"))
 

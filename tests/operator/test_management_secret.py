@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from warren_operator.handlers import CredentialsError, management_config_from
+from warren_operator.credentials import CredentialsError, management_config_from
+from warren_operator.spec import parse_spec
 
 
 def _spec(**ref: str) -> dict[str, Any]:
-    return {"managementSecretRef": {"name": "credentials", **ref}}
+    return {"targetRef": {"name": "payments"}, "queue": "warren.payments", "maxReplicas": 5,
+            "target": {"messagesPerReplica": 10}, "managementSecretRef": {"name": "credentials", **ref}}
 
 
 @pytest.mark.parametrize(("spec", "data", "url", "username", "password"), [
@@ -36,12 +38,14 @@ def test_the_secret_gives_the_management_url_and_credentials(
         spec: dict[str, Any], data: dict[str, str], url: str, username: str, password: str) -> None:
     config = management_config_from(spec, data)
     assert (config.base_url, config.username, config.password.get_secret_value()) == (url, username, password)
+    assert management_config_from(parse_spec(spec), data) == config  # parsed, or as Kubernetes stores it
 
 
 @pytest.mark.parametrize(("spec", "data", "message"), [
     (_spec(), {"password": "hunter2"}, "has no 'url' key and spec.managementUrl is not set"),
     (_spec(), {"url": "http://warren-rabbitmq:15672"}, "has no 'password' key"),
     (_spec(), {"url": "ftp://u:hunter2@host/"}, "needs amqp, amqps, http or https"),
+    (_spec(), {"url": "u:hunter2@host"}, "needs scheme://host"),  # no scheme: nothing to tell the password by
     (_spec(), {"url": "http://host:15672", "username": "a:b", "password": "hunter2"}, "username"),
 ])
 def test_unusable_secrets_say_why_without_the_password(

@@ -38,9 +38,15 @@ import pytest
 import yaml
 
 from tests.operator.emulator import (
-    Emulator, kubeconfig, now_rfc3339, operator_requests, register_core, register_crd, seed,
+    Emulator,
+    kubeconfig,
+    now_rfc3339,
+    operator_requests,
+    register_core,
+    register_crd,
+    seed,
 )
-from warren.localbroker import LocalBroker
+from warren.testing.broker import LocalBroker
 from warren_operator import handlers, telemetry
 from warren_operator.deletion_cost import ANNOTATION
 

@@ -9,18 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.chaos.kubernetes import KubernetesPlatform, cluster_problem
+from tests.chaos.platforms import DockerPlatform, Platform, ProcessPlatform, Worker
+from tests.support.docker import RABBITMQ_IMAGE, WORKER_IMAGE, docker_problem
 from warren import topology
 from warren.broker import Session
 from warren.config import settings_from_env
 from warren.producer import Producer
+from warren.testing.broker import LocalBroker
+from warren.testing.ledger import Ledger, Report
 from warren.topology import Names
 from warren.worker.pool import load_pool
-from warren.ledger import Ledger, Report
-from warren.localbroker import LocalBroker
-
-from tests.chaos.kubernetes import KubernetesPlatform, cluster_problem
-from tests.chaos.platforms import DockerPlatform, Platform, ProcessPlatform, Worker
-from tests.support.docker import RABBITMQ_IMAGE, WORKER_IMAGE, docker_problem
 
 # Short delays keep retry tests quick; everything else is the production default.
 FAST_RETRIES = {
@@ -194,7 +193,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         item.rep_call = report  # type: ignore[attr-defined]
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     rows = config.stash.get(LEDGER_KEY, [])
     if rows:
         terminalreporter.section("message ledger (every message accounted for)")

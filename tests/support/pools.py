@@ -1,6 +1,6 @@
 """Pools that exist only for tests."""
 
-from warren.worker import Pool, TaskContext
+from warren import Pool, TaskContext
 
 # A pool whose events nobody subscribes to: every completion event is unroutable.
 orphan = Pool("orphan")

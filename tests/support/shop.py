@@ -7,9 +7,10 @@ from typing import Any
 
 from warren.broker import Session
 from warren.config import Settings, settings_from_env
-from warren.localworker import LocalApi, LocalWorker
-from warren.roles import shop
+from warren.testing.processes import LocalWorker
 from warren.topology import Subscription, apply
+from warren_shop import pipeline as shop
+from warren_shop.local import LocalApi
 
 FAST = {
     "WARREN_SHOP_PAYMENT_MIN_MS": "100",
@@ -34,7 +35,9 @@ class Shop:
         self.api: LocalApi | None = None
         session = Session.open(self.settings, name="test-shop")
         try:
-            apply(session, shop.build_topology(self.settings, subscriptions=(shop.OUTCOMES, EVERYTHING, EVERYTHING_TOO)))
+            apply(session, shop.build_topology(
+                self.settings, subscriptions=(shop.OUTCOMES, EVERYTHING, EVERYTHING_TOO)
+            ))
         finally:
             session.close()
         self.ledger = shop.order_ledger(self.settings)
@@ -60,7 +63,9 @@ class Shop:
         assert self.api is not None
         return self.api.call(method, path, body)
 
-    def order(self, *items: tuple[str, int], email: str = "ada@example.com", phone: str | None = "+44 20 7946 0000") -> tuple[int, Any]:
+    def order(
+        self, *items: tuple[str, int], email: str = "ada@example.com", phone: str | None = "+44 20 7946 0000"
+    ) -> tuple[int, Any]:
         return self.http("POST", "/api/v1/orders", {
             "customer": {"email": email, "phone": phone},
             "items": [{"sku": sku, "quantity": q} for sku, q in items],

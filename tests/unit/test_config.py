@@ -68,6 +68,7 @@ def test_redaction_masks_any_password_and_keeps_the_host() -> None:
     assert redact_url("amqp://u:p@ss@[::1]:5672/%2F") == "amqp://u:***@[::1]:5672/%2F"
     assert redact_url("amqp://host:5672/%2F") == "amqp://host:5672/%2F"
     assert redact_url("amqp://user@host/") == "amqp://user@host/"
+    assert redact_url("user:s3cret@rabbit:5672") == "user:***@rabbit:5672"  # a URL missing its scheme
 
 
 def test_a_whole_url_file_wins_over_the_variable(monkeypatch, tmp_path) -> None:
@@ -98,3 +99,24 @@ def test_the_cli_exits_2_with_one_line_on_bad_config(tmp_path) -> None:
         "unable to parse string as an integer (got 'lots')"
     ]
     assert "topsecret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "expected"),
+    [
+        # a workload's own setting stops its worker at start-up, before any task fails on it
+        (["warren", "worker", "payments"], {"WARREN_SHOP_FAILURE_RATE": '{"payments": 2}'},
+         "warren: invalid setting WARREN_SHOP_FAILURE_RATE: rates must be between 0 and 1"),
+        (["warren_shop", "api"], {"WARREN_API_PORT": "80000"},
+         "warren-shop: invalid setting WARREN_API_PORT: Input should be less than or equal to 65535"),
+        (["warren", "worker", "nosuchpool"], {},
+         "warren: unknown pool 'nosuchpool': use an installed pool ("),
+    ],
+)
+def test_each_layer_checks_its_own_settings_at_start_up(tmp_path, command, env, expected) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", *command], env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(expected), done.stderr

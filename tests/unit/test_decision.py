@@ -36,7 +36,11 @@ POLICY = Policy(max_attempts=3, retry_delays_ms=(100, 200), delivery_limit=4, ma
         # a permanent failure is never retried
         (Failed("E", "no", permanent=True), 1, DeadLetter(Reason.PERMANENT_FAILURE, "E", "no", 1)),
         # bad input is dead-lettered at once with its own reason
-        (BadInput(Reason.MALFORMED_BODY, "JSONDecodeError", "x"), 1, DeadLetter(Reason.MALFORMED_BODY, "JSONDecodeError", "x", 1)),
+        (
+            BadInput(Reason.MALFORMED_BODY, "JSONDecodeError", "x"),
+            1,
+            DeadLetter(Reason.MALFORMED_BODY, "JSONDecodeError", "x", 1),
+        ),
         (BadInput(Reason.UNKNOWN_TASK, "UnknownTask", "x"), 1, DeadLetter(Reason.UNKNOWN_TASK, "UnknownTask", "x", 1)),
     ],
 )

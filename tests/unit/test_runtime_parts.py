@@ -17,7 +17,7 @@ def test_reconnect_delays_grow_are_jittered_and_never_exceed_the_cap(initial, ca
     delays = list(itertools.islice(backoff_delays(initial, cap, rng=random.Random(seed)), 40))
     assert all(initial / 2 <= d <= cap for d in delays)
     upper_bounds = [min(cap, initial * 2**n) for n in range(40)]
-    assert all(d <= bound for d, bound in zip(delays, upper_bounds))
+    assert all(d <= bound for d, bound in zip(delays, upper_bounds, strict=True))
 
 
 def test_reconnect_delays_differ_between_workers() -> None:
@@ -49,7 +49,7 @@ class _RecordingSession:
 
 def test_acks_are_coalesced_only_below_the_oldest_task_still_running() -> None:
     from warren.config import Settings
-    from warren.roles.selftest import pool
+    from warren.testing.selftest import pool
     from warren.worker.runtime import Worker
 
     worker = Worker(pool, Settings(_env_file=None, prefetch=5))

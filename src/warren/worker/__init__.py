@@ -1,5 +1,5 @@
-"""Worker pools: typed task handlers, the ack/retry/dead-letter decision, and the consume loop."""
+"""Worker pools: typed tasks, the ack/retry/dead-letter decision, and the consume loop."""
 
-from warren.worker.pool import Pool, TaskContext, load_pool
+from warren.worker.pool import Pool, Task, TaskContext, load_pool
 
-__all__ = ["Pool", "TaskContext", "load_pool"]
+__all__ = ["Pool", "Task", "TaskContext", "load_pool"]

@@ -82,7 +82,7 @@ def describe(headers: Mapping[str, Any]) -> DeadLetterInfo | None:
     reason = headers.get(H_REASON)
     if reason is not None:
         return DeadLetterInfo(
-            reason=_text(reason),
+            reason=_str(reason),
             error_class=_text(headers.get(H_ERROR_CLASS)),
             error_message=_text(headers.get(H_ERROR_MESSAGE)),
             attempts=headers.get(H_ATTEMPTS),
@@ -110,4 +110,8 @@ def describe(headers: Mapping[str, Any]) -> DeadLetterInfo | None:
 def _text(value: Any) -> str | None:
     if value is None:
         return None
+    return _str(value)
+
+
+def _str(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from warren.worker.deadletter import Reason
 
@@ -13,6 +13,20 @@ class Policy:
     retry_delays_ms: tuple[int, ...]  # delay after failed attempt n is retry_delays_ms[n - 1]
     delivery_limit: int
     max_body_bytes: int
+
+    def delay_after(self, attempt: int) -> int:
+        """The delay before retrying failed attempt ``attempt`` (the last one repeats)."""
+        return self.retry_delays_ms[min(attempt, len(self.retry_delays_ms)) - 1]
+
+    def for_task(self, *, max_attempts: int | None, retry_delays_ms: tuple[int, ...] | None) -> Policy:
+        """This policy with a task's own overrides."""
+        if max_attempts is None and not retry_delays_ms:
+            return self
+        return replace(
+            self,
+            max_attempts=max_attempts or self.max_attempts,
+            retry_delays_ms=retry_delays_ms or self.retry_delays_ms,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +41,7 @@ class Failed:
     error_class: str
     error_message: str
     permanent: bool = False
+    delay_ms: int | None = None  # the handler asked for this retry delay (RetryableError(delay=...))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +77,14 @@ class DeadLetter:
     attempts: int
 
 
-Action = Complete | Retry | DeadLetter
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """Not due yet (a delayed retry longer than any delay tier): park it again, no attempt counted."""
+
+    remaining_ms: int
+
+
+Action = Complete | Retry | DeadLetter | Defer
 
 
 def decide(outcome: Outcome, *, attempt: int, policy: Policy) -> Action:
@@ -74,8 +96,8 @@ def decide(outcome: Outcome, *, attempt: int, policy: Policy) -> Action:
             return DeadLetter(reason, cls, msg, attempts=attempt)
         case Failed(permanent=True, error_class=cls, error_message=msg):
             return DeadLetter(Reason.PERMANENT_FAILURE, cls, msg, attempts=attempt)
-        case Failed(error_class=cls, error_message=msg) if attempt < policy.max_attempts:
-            return Retry(policy.retry_delays_ms[attempt - 1], attempt, cls, msg)
+        case Failed(error_class=cls, error_message=msg, delay_ms=asked) if attempt < policy.max_attempts:
+            return Retry(asked if asked is not None else policy.delay_after(attempt), attempt, cls, msg)
         case Failed(error_class=cls, error_message=msg):
             return DeadLetter(Reason.RETRIES_EXHAUSTED, cls, msg, attempts=attempt)
     raise TypeError(f"not an outcome: {outcome!r}")

@@ -30,11 +30,10 @@ from warren.broker import Session
 from warren.config import Settings
 from warren.errors import BrokerUnavailable, PublishRefused
 from warren.messages import Delivery
-from warren.topology import Names
 from warren.worker.deadletter import Reason
-from warren.worker.decision import Action, Complete, DeadLetter, Failed, Policy, Retry, decide
+from warren.worker.decision import Action, Complete, DeadLetter, Defer, Failed, Retry, decide
+from warren.worker.handling import Processor, Result
 from warren.worker.pool import Pool
-from warren.worker.process import Processor, Result
 
 log = logging.getLogger("warren.worker")
 
@@ -101,18 +100,11 @@ class Worker:
         self.pool = pool
         self.settings = settings
         self.name = name or settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
-        self.names = Names(settings.namespace)
-        self.pool_names = self.names.pool(pool.name, settings.retry_delays_ms())
         self.topology = topology.build(settings, pools=[pool.spec])
-        self.policy = Policy(
-            max_attempts=settings.retry_max_attempts,
-            retry_delays_ms=settings.retry_delays_ms(),
-            delivery_limit=settings.delivery_limit,
-            max_body_bytes=settings.max_body_bytes,
-        )
-        self.processor = Processor(
-            pool, names=self.names, pool_names=self.pool_names, policy=self.policy, worker=self.name
-        )
+        self.processor = Processor.for_settings(pool, settings, worker=self.name)
+        self.names = self.processor.names
+        self.pool_names = self.processor.pool_names
+        self.policy = self.processor.policy
         self.stats = Stats()
         self._results: queue.SimpleQueue[tuple[int, Result]] = queue.SimpleQueue()
         self._wakeup_pending = threading.Event()
@@ -217,10 +209,9 @@ class Worker:
         session = self._session
         if session is not None and not self._wakeup_pending.is_set():
             self._wakeup_pending.set()
-            try:
+            # the I/O thread will find the connection gone on its own
+            with contextlib.suppress(BrokerUnavailable):
                 session.call_soon_threadsafe(self._wakeup_pending.clear)
-            except BrokerUnavailable:
-                pass  # the I/O thread will find the connection gone on its own
 
     def _settle_results(self) -> None:
         """Settle every finished task: follow-ups confirmed first, then acks, coalesced."""
@@ -290,18 +281,20 @@ class Worker:
                 session.ack(tag)
 
     def _finish(self, result: Result, action: Action) -> None:
-        outcome = {Complete: "completed", Retry: "retry", DeadLetter: "dead-lettered"}[type(action)]
+        outcome = {Complete: "completed", Retry: "retry", DeadLetter: "dead-lettered", Defer: "deferred"}[type(action)]
         if isinstance(action, Complete):
             self.stats.completed += 1
         elif isinstance(action, Retry):
             self.stats.retried += 1
-        else:
+        elif isinstance(action, DeadLetter):
             self.stats.dead_lettered += 1
         detail = ""
         if isinstance(action, Retry):
             detail = f" delay_ms={action.delay_ms} error={action.error_class}"
         elif isinstance(action, DeadLetter):
             detail = f" reason={action.reason} error={action.error_class}"
+        elif isinstance(action, Defer):
+            detail = f" due_in_ms={action.remaining_ms}"
         log.info(
             "message id=%s queue=%s task=%s attempt=%d redelivered=%s outcome=%s duration_ms=%.1f%s",
             result.delivery.message_id, self.pool_names.queue, result.task_type, result.attempt,

@@ -1,0 +1,3 @@
+from warren_shop.cli import main
+
+main()

@@ -1,0 +1,180 @@
+"""``warren-shop demo``: the reference e-commerce pipeline, live, in about a minute.
+
+Starts a private RabbitMQ node (unless ``WARREN_BROKER_URL`` is set), every role as worker
+processes and the HTTP API; sends a burst of orders through the API (some out of stock, some over
+the credit limit, one malformed straight onto the queue), shows queues and roles live, SIGKILLs a
+payments worker mid-charge, and ends with a table in which every order is accounted for. Stops
+everything it started; exits 0 only if no order was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+from warren.broker import Session
+from warren.config import Settings, settings_from_env
+from warren.producer import Producer
+from warren.testing.ledger import Report
+from warren.testing.processes import LocalWorker
+from warren.topology import apply
+from warren_shop import pipeline as shop
+from warren_shop.demo import provision_broker, say
+from warren_shop.demo.view import LiveView
+from warren_shop.local import LocalApi
+
+ORDERS = 40
+REPLICAS = {"payments": 3, "email": 2}
+ENV = {
+    "WARREN_SHOP_PAYMENT_MIN_MS": "800",
+    "WARREN_SHOP_PAYMENT_MAX_MS": "2000",
+    "WARREN_SHOP_EMAIL_MS": "1000",
+    "WARREN_SHOP_SMS_MS": "100",
+    "WARREN_SHOP_SHIPPING_MS": "200",
+    # a flaky payment gateway: 10% transient failures
+    "WARREN_SHOP_FAILURE_RATE": json.dumps({"payments": 0.1, "shipping": 0.1}),
+    "WARREN_SHOP_CREDIT_LIMIT_CENTS": "5000",
+    "WARREN_RETRY_INITIAL_DELAY_MS": "300",
+    "WARREN_RETRY_MAX_ATTEMPTS": "5",  # 10% faults: a payment dead-letters once in 100,000
+    "WARREN_LOG_LEVEL": "WARNING",
+}
+
+
+def _burst() -> list[list[tuple[str, int]]]:
+    """Mostly ordinary baskets; every 10th over the credit limit; two that cannot be in stock."""
+    baskets = []
+    for n in range(ORDERS):
+        if n % 10 == 9:
+            baskets.append([("sku-coffee", 8)])  # 71.92 > 50.00: declined by payments
+        elif n in (5, 25):
+            baskets.append([("sku-rare-truffle", 5)])  # 3 in stock: 409 at the API
+        else:
+            baskets.append([("sku-apple", 1 + n % 3), ("sku-bread", 1)])
+    return baskets
+
+
+def run(settings: Settings) -> int:
+    started = time.monotonic()
+    with ExitStack() as stack:
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warren-demo-")))
+        broker = provision_broker(stack, work_dir, settings)
+        env = {**ENV, "WARREN_BROKER_URL": broker.url, "WARREN_NAMESPACE": f"shop{secrets.token_hex(3)}",
+               "WARREN_SHOP_DATA_DIR": str(work_dir / "state")}
+        demo = settings_from_env(env)
+        session = Session.open(demo, name="warren-demo")
+        apply(session, shop.build_topology(demo, subscriptions=(shop.OUTCOMES,)))
+        session.close()
+
+        workers: list[LocalWorker] = []
+
+        def stop_workers() -> None:
+            for w in workers:
+                w.stop()
+
+        stack.callback(stop_workers)
+        for pool in shop.POOLS:
+            for n in range(REPLICAS.get(pool, 1)):
+                workers.append(LocalWorker(env, work_dir, pool=pool, name=f"{pool}{n + 1}"))
+        api = LocalApi(env, work_dir)
+        stack.callback(api.stop)
+        for w in workers:
+            w.wait_ready()
+        api.wait_ready()
+        say(f"{len(workers)} workers ({', '.join(shop.POOLS)}) and the API at {api.url} are up")
+
+        statuses: Counter[int] = Counter()
+        accepted: list[str] = []
+        for basket in _burst():
+            status, body = api.call("POST", "/api/v1/orders", {
+                "customer": {"email": "ada@example.com", "phone": "+44 20 7946 0000"},
+                "items": [{"sku": sku, "quantity": q} for sku, q in basket],
+            })
+            statuses[status] += 1
+            if status == 202:
+                accepted.append(body["order_id"])
+        status, _ = api.call("POST", "/api/v1/orders", {"customer": {"email": "nobody"}, "items": []})
+        statuses[status] += 1
+        poison = f"poison-{secrets.token_hex(3)}"  # a client that bypassed the API's validation
+        with Producer(demo, name="warren-demo") as producer:
+            producer.publish("orders", "place", {"order_id": poison, "customer": {"email": "x@y.z"}, "items": []},
+                             message_id=poison)
+        accepted.append(poison)
+        say(f"sent {sum(statuses.values())} requests: "
+            + ", ".join(f"{n} x HTTP {s}" for s, n in sorted(statuses.items()))
+            + "; and one malformed order straight onto the queue")
+
+        ledger = shop.order_ledger(demo)
+        stack.callback(ledger.close)
+        view = LiveView(demo, broker.management, pools=shop.POOLS)
+        killed = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            ledger.collect()
+            report = ledger.report(accepted)
+            settled = report.completed + report.failed + report.dead_lettered
+            done = settled == len(accepted) and view.drained()
+            view.show(settled=settled, total=len(accepted), note=killed, final=done)
+            if done:
+                break
+            if killed is None and settled >= len(accepted) // 3:
+                victim = next(w for w in workers if w.name == "payments1")
+                victim.signal(signal.SIGKILL)
+                victim.wait(timeout=10)
+                workers.append(LocalWorker(env, work_dir, pool="payments", name="payments4"))
+                killed = "SIGKILLed payments1 mid-charge: the broker redelivers its payment to another worker"
+            time.sleep(0.5)
+        report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
+
+        running = [w for w in workers if w.alive()]
+        for w in running:
+            w.signal(signal.SIGTERM)
+        codes = Counter(w.wait(timeout=demo.shutdown_grace + 5) for w in running)
+        say("workers stopped with SIGTERM (graceful drain): exit codes "
+            + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items())))
+        _table(report, statuses, _payments(work_dir), time.monotonic() - started)
+        return 0 if report.lost == 0 else 1
+
+
+def _payments(work_dir: Path) -> tuple[int, int, int]:
+    """(charges, orders handled more than once, orders charged more than once) from the gateway."""
+    with sqlite3.connect(work_dir / "state" / "payments.sqlite") as conn:
+        charges = conn.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
+        retried = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT order_id FROM attempts GROUP BY order_id HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+        double = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT order_id FROM charges GROUP BY order_id HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+    return charges, retried, double
+
+
+def _table(report: Report, statuses: Counter[int], payments: tuple[int, int, int], seconds: float) -> None:
+    rows = [
+        ("orders sent to the API", sum(statuses.values())),
+        ("  rejected: 409 out of stock", statuses[409]),
+        ("  rejected: 422 invalid", statuses[422]),
+        ("  accepted: 202", statuses[202]),
+        ("malformed order put straight on the queue", 1),
+        ("orders to account for", report.expected),
+        ("  completed (paid, shipped, e-mailed)", report.completed),
+    ]
+    rows += [(f"  failed: {reason}", n) for reason, n in sorted(report.failure_reasons.items())]
+    rows += [(f"  dead-lettered: {reason}", n) for reason, n in sorted(report.reasons.items())]
+    rows += [("  duplicates", report.duplicates), ("  lost", report.lost)]
+    charges, handled_twice, charged_twice = payments
+    rows += [("payments charged", charges), ("  orders whose payment ran twice (kill, retry)", handled_twice),
+             ("  orders charged twice", charged_twice)]
+    print()
+    print(f"  {'order':<48} {'count':>5}")
+    print(f"  {'-' * 48} {'-' * 5}")
+    for label, count in rows:
+        print(f"  {label:<48} {count:>5}")
+    print(f"\n  every order accounted for in {seconds:.0f} s" if report.lost == 0 else "\n  ORDERS LOST")
+    print()
