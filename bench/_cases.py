@@ -65,17 +65,19 @@ def _pool_topology(settings: Settings, pool: Pool) -> topology.Topology:
 
 
 @contextmanager
-def _warren_queue(env: Env, prefetch: int = 1) -> Iterator[tuple[Settings, str]]:
-    """A fresh namespace with the selftest pool's topology applied; (settings, work queue)."""
+def _warren_queue(env: Env, prefetch: int = 1, pool: str = POOL) -> Iterator[tuple[Settings, str]]:
+    """A fresh namespace with the topology of ``pool`` (a pool name or ``module:attribute``; the
+    selftest pool by default) applied; (settings, work queue)."""
     settings = _settings(env, f"bench{secrets.token_hex(3)}", prefetch)
-    topo = _pool_topology(settings, load_pool(POOL))
+    spec = load_pool(pool)
+    topo = _pool_topology(settings, spec)
     session = Session.open(settings, name="bench-setup")
     try:
         topology.apply(session, topo)
     finally:
         session.close()
     try:
-        yield settings, Names(settings.namespace).queue(POOL)
+        yield settings, Names(settings.namespace).queue(spec.name)
     finally:
         _amqp.delete(env.url, queues=[q.name for q in topo.queues], exchanges=[e.name for e in topo.exchanges])
 
@@ -144,16 +146,19 @@ def celery_worker(env: Env, prefetch: int, count: int) -> Measurement:
     return Measurement(count, done_at - started, published - started)
 
 
-def _celery_child(env: Env, queue: str, ledger: Path, prefetch: int) -> Child:
+def _celery_child(
+    env: Env, queue: str, ledger: Path, prefetch: int, *, app: str = "bench._celery_app", log_name: str = "celery"
+) -> Child:
+    """The Celery worker of ``app`` (a module whose ``app`` reads the ``BENCH_*`` variables)."""
     argv = [
-        "-A", "bench._celery_app", "worker", "--pool", "prefork",
+        "-A", app, "worker", "--pool", "prefork",
         "--concurrency", str(CELERY_CONCURRENCY), "--prefetch-multiplier", str(prefetch),
         "--queues", queue, "--loglevel", "WARNING", "--hostname", f"{queue}@localhost",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]
     return Child.python_module(
         "celery worker", "celery", *argv,
-        log_path=env.logs / f"celery-p{prefetch}.log",
+        log_path=env.logs / f"{log_name}-p{prefetch}.log",
         env={"BENCH_BROKER_URL": env.url, "BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_LEDGER": str(ledger)},
     )
 

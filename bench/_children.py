@@ -67,6 +67,11 @@ class Child:
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """The child's pid, which is also its process group's id (None before it starts)."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

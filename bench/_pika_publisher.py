@@ -111,6 +111,11 @@ def publish(
 ) -> None:
     """Publish one message per id and return once every one is confirmed; raise on any refusal."""
     pipeline = _Pipeline(exchange, routing_key, message_ids, window)
+    run_pipeline(url, pipeline, timeout=timeout, what="raw publish", total=len(message_ids))
+
+
+def run_pipeline(url: str, pipeline: _Pipeline, *, timeout: float, what: str, total: int) -> None:
+    """Run ``pipeline`` on its own SelectConnection until it is done; raise on any refusal."""
     connection = pika.SelectConnection(
         pika.URLParameters(url),
         on_open_callback=pipeline.on_open,
@@ -122,6 +127,6 @@ def publish(
     connection.ioloop.start()
     if pipeline.error or pipeline.refused or not pipeline.done:
         raise RuntimeError(
-            f"raw publish: {pipeline.acked} of {len(message_ids)} confirmed, {pipeline.refused} refused"
+            f"{what}: {pipeline.acked} of {total} confirmed, {pipeline.refused} refused"
             f"{': ' + pipeline.error if pipeline.error else ''}"
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,14 @@ def table(outcomes: Mapping[str, Outcome]) -> str:
             continue
         rows.append((o.label, prefetch, str(o.messages), f"{best.seconds:.2f}", f"{best.rate:,.0f}",
                      f"{best.publish_seconds:.2f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    return align(rows)
+
+
+def align(rows: Sequence[Sequence[str]], *, left: int = 1) -> str:
+    """``rows`` (the first one a header) as columns: the first ``left`` ones left-aligned, the
+    others right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from warren import topology
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="consume a pool's queue until SIGTERM")
     worker.add_argument("pool", help="an installed pool's name (see `warren pools`) or package.module:attribute")
+    worker.add_argument("--exit-when-idle", type=_seconds, metavar="SECONDS",
+                        help="exit 0 once the queue has been empty with nothing in flight this long (batch jobs)")
 
     publish = sub.add_parser("publish", help="publish a task, confirmed by the broker")
     publish.add_argument("pool")
@@ -52,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--id", dest="message_id", help="message id (default: a new UUID)")
     publish.add_argument("--correlation-id")
     publish.add_argument("--count", type=int, default=1, help="publish this many copies as one confirmed batch")
+    when = publish.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=_seconds, metavar="DURATION",
+                      help="deliver after this long (30, 30s, 5m, 2h, 1d)")
+    when.add_argument("--at", type=_instant, metavar="TIME",
+                      help="deliver at this ISO 8601 time (with its UTC offset, e.g. 2026-12-24T18:00:00+01:00)")
 
     request = sub.add_parser("request", help="send a task and wait for its reply (request/reply)")
     request.add_argument("pool")
@@ -69,6 +78,29 @@ def _parser() -> argparse.ArgumentParser:
         if action == "show":
             p.add_argument("--json", action="store_true", help="print JSON (the default is a short listing)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    """``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30, 30s, 5m, 2h, 1d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset (add Z or +01:00)")
+    return value
 
 
 def _payload(text: str) -> Any:
@@ -112,20 +144,29 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from warren.producer import Producer, task_message
 
     if args.command == "worker":
-        from warren.worker.runtime import Worker
+        from warren.worker.runtime import EXIT_ABANDONED, Worker
 
-        worker = Worker(load_pool(args.pool), settings)
+        worker = Worker(load_pool(args.pool), settings, exit_when_idle=args.exit_when_idle)
         worker.install_signal_handlers()
-        return worker.run()
+        status = worker.run()
+        if status == EXIT_ABANDONED:
+            # Handler threads still running would keep the interpreter alive past the grace
+            # period (it joins them at exit): leave now; the broker redelivers their messages.
+            logging.shutdown()
+            os._exit(status)
+        return status
     if args.command == "publish":
         payload = _payload(args.payload)
         with Producer(settings, name="warren-cli") as producer:
             if args.count == 1:
                 message_id = producer.publish(
-                    args.pool, args.task_type, payload, message_id=args.message_id, correlation_id=args.correlation_id
+                    args.pool, args.task_type, payload, message_id=args.message_id, correlation_id=args.correlation_id,
+                    delay=args.delay, deliver_at=args.at,
                 )
                 print(message_id)
             else:
+                if args.delay is not None or args.at is not None:
+                    raise ConfigError("--delay and --at publish one message at a time (no --count)")
                 messages = [
                     task_message(producer.names, args.pool, args.task_type, payload, correlation_id=args.correlation_id)
                     for _ in range(args.count)

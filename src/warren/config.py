@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1, description="Larger message bodies are dead-lettered as oversized."
     )
+    max_task_seconds: float | None = Field(
+        default=None, gt=0, le=86_400,
+        description="The pool's longest task, seconds. A worker then asks the broker (3.12+) not to time its "
+        "deliveries out before 3 x this + 60 s (x-consumer-timeout), and stops refreshing its health file "
+        "while a task has run longer than 3 x this, so a stuck worker is restarted.",
+    )
+    publish_timeout: float = Field(
+        default=30.0, gt=0, le=600,
+        description="How long a producer may take to publish one message with its confirm, reconnecting and "
+        "retrying included (a broker that blocks publishers in an alarm counts), seconds.",
+    )
     shutdown_grace: float = Field(
         default=30.0, gt=0, description="Seconds to finish in-flight tasks after SIGTERM before giving up."
     )

@@ -27,6 +27,10 @@ class Unroutable(PublishRefused):
     """A mandatory publish matched no queue and was returned by the broker."""
 
 
+class Unpublishable(PublishRefused):
+    """AMQP cannot carry the message as built (an id over 255 bytes, a header value out of range)."""
+
+
 class Nacked(PublishRefused):
     """The broker negatively confirmed a publish (for example a full queue with reject-publish)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 JSON = "application/json"
+H_DUE_AT = "x-warren-due-at"  # epoch ms: a delayed message is not to be handled before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +47,29 @@ class Delivery:
     headers: Mapping[str, Any] = field(default_factory=dict)
     content_type: str | None = None
     timestamp: int | None = None
+    queue: str | None = None  # the queue it was consumed from
+    channel: int = 0  # which of the session's consumer channels it came on (delivery tags are per channel)
+    header_problems: tuple[str, ...] = ()  # header values the client could not decode, described
 
     @property
     def delivery_count(self) -> int:
         """Earlier deliveries of this message that ended without an ack (quorum queues count them)."""
         value = self.headers.get("x-delivery-count", 0)
         return value if isinstance(value, int) else 0
+
+
+MAX_SHORT_STRING = 255  # AMQP's limit for message ids, correlation ids, types
+
+
+def derived_id(base: str, suffix: str) -> str:
+    """``base/suffix``, the id of a message derived from another (an event, a follow-up task), so a
+    redelivered task derives the same ids again. When that is longer than AMQP allows, the base is
+    replaced by its digest: still the same for the same base, and unique in practice."""
+    candidate = f"{base}/{suffix}"
+    if len(candidate.encode()) <= MAX_SHORT_STRING:
+        return candidate
+    digest = hashlib.sha256(base.encode(errors="surrogatepass")).hexdigest()[:40]
+    return f"{digest}/{suffix}"[:MAX_SHORT_STRING]
 
 
 def encode_json(data: Any) -> bytes:

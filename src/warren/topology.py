@@ -11,7 +11,9 @@ Names, for namespace ``ns`` and pool ``p``:
   sees every event;
 - ``ns.sub.<name>``: subscription queues for readers outside the pools;
 - ``ns.dlx`` (direct): routing key ``ns.p`` -> dead-letter queue ``ns.p.dlq``;
-- ``ns.p.retry.<ms>``: delay queues whose TTL dead-letters back into ``ns.p``.
+- ``ns.p.retry.<ms>``: delay queues whose TTL dead-letters back into ``ns.p``;
+- ``ns.p.suspect``: messages that were in flight when a worker died, run one at a time (a single
+  active consumer with prefetch 1), so a message that kills its worker is the only one counted.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class PoolNames:
     queue: str
     dead_letter_queue: str
     retry_queues: tuple[tuple[int, str], ...]  # (delay ms, queue name), one per distinct delay
+    suspect_queue: str  # messages in flight when a worker died, run one at a time
 
     def retry_queue_for(self, delay_ms: int) -> tuple[int, str]:
         """The delay queue to park a message in for ``delay_ms``: the longest tier not past it
@@ -130,13 +133,21 @@ class Names:
             queue=queue,
             dead_letter_queue=f"{queue}.dlq",
             retry_queues=tuple((d, f"{queue}.retry.{d}") for d in delays),
+            suspect_queue=f"{queue}.suspect",
         )
 
 
+# Delay queues every pool has, whatever its retry settings: producers of delayed tasks count on
+# them, and a long wait hops through the longest (a day, then six hours, ...) instead of a few
+# seconds at a time: at most a few dozen hops for a wait of days.
+DELAY_TIERS_MS = (1_000, 10_000, 60_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
+
+
 def pool_names(settings: Settings, spec: PoolSpec) -> PoolNames:
-    """The names of a pool's queues, with a delay tier for every backoff step of the settings and
-    every retry delay its tasks declare."""
-    return Names(settings.namespace).pool(spec.name, (*settings.retry_delays_ms(), *spec.retry_delays_ms))
+    """The names of a pool's queues, with a delay tier for every backoff step of the settings,
+    every retry delay its tasks declare, and the fixed ``DELAY_TIERS_MS``."""
+    delays = (*settings.retry_delays_ms(), *spec.retry_delays_ms, *DELAY_TIERS_MS)
+    return Names(settings.namespace).pool(spec.name, delays)
 
 
 def _durable(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -177,6 +188,9 @@ def build(
             # Explicit, never the broker's default (RabbitMQ 4.x defaults to 20).
             work_args["x-delivery-limit"] = settings.delivery_limit
         queues.append(Queue(pn.queue, _durable(settings, **work_args)))
+        # One consumer at a time across the pool (each worker takes it with prefetch 1), dead
+        # letters into the pool's own dead-letter queue.
+        queues.append(Queue(pn.suspect_queue, _durable(settings, **work_args, **{"x-single-active-consumer": True})))
         queues.append(Queue(pn.dead_letter_queue, _durable(settings)))
         for delay, name in pn.retry_queues:
             retry_args = {"x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": pn.queue}

@@ -66,6 +66,11 @@ class ApiSettings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535, description="Port to listen on.")
     stock_check_timeout: float = Field(default=2.0, gt=0, le=60, description="Inventory request/reply timeout, s.")
     connections: int = Field(default=4, ge=1, le=64, description="Broker connections shared by request handlers.")
+    publish_timeout: float = Field(
+        default=5.0, gt=0, le=60,
+        description="How long a request may wait for the broker to confirm its message (reconnecting, or "
+        "the broker blocking publishers in a memory or disk alarm, included) before it answers 503, s.",
+    )
 
 
 @functools.cache

@@ -37,10 +37,10 @@ class Worker(Protocol):
     def stop(self) -> None: ...
 
 
-def wait_for_log(worker: Worker, text: str, *, timeout: float = 30.0) -> None:
-    """Poll the worker's log until ``text`` appears."""
+def wait_for_log(worker: Worker, text: str, *, timeout: float = 30.0, count: int = 1) -> None:
+    """Poll the worker's log until ``text`` appears (``count`` times)."""
     deadline = time.monotonic() + timeout
-    while text not in worker.log():
+    while worker.log().count(text) < count:
         if time.monotonic() > deadline:
             raise AssertionError(f"{worker.name}: no {text!r} within {timeout}s:\n{worker.log()[-3000:]}")
         time.sleep(0.05)

@@ -158,3 +158,45 @@ def test_a_second_sigterm_exits_at_once_and_the_task_is_redelivered_not_lost(cha
 
     assert (report.completed, report.duplicates, report.lost) == (1, 0, 0)
     assert chaos_rig.ledger.events[task][0]["redelivered"] is True
+
+
+def test_poison_at_prefetch_4_is_dead_lettered_alone_and_no_neighbour_goes_with_it(chaos_rig) -> None:
+    """Every message in flight on a worker that dies has its delivery count raised; counted there,
+    a poison message's neighbours reached the limit with it. They are moved to the pool's suspect
+    queue instead, where messages run one at a time and every death counted is the message's own."""
+    chaos_rig.apply_topology()  # delivery limit 3
+    names = Names(chaos_rig.settings.namespace)
+    ordinary = [task_message(names, "selftest", "work", {"ms": 20}) for _ in range(200)]
+    poison = [task_message(names, "selftest", "crash", {}) for _ in range(3)]
+    chaos_rig.producer.publish_batch([*ordinary[:50], poison[0], *ordinary[50:100], poison[1],
+                                      *ordinary[100:150], poison[2], *ordinary[150:]])
+    workers = [chaos_rig.worker(ready=False, restart=True, WARREN_PREFETCH="4") for _ in range(2)]
+
+    report = chaos_rig.account([m.message_id for m in [*ordinary, *poison]], timeout=180, quiet_for=1.0)
+
+    assert (report.completed, report.dead_lettered, report.lost) == (200, 3, 0)
+    assert report.reasons == {"crash_loop": 3}  # the poison, and only the poison
+    assert {chaos_rig.ledger.dead[p.message_id].reason for p in poison} == {"crash_loop"}
+    assert sum(w.restarts() for w in workers) == 3 * 3  # each poison took exactly the limit of deaths
+
+
+def test_kills_numerous_enough_to_reach_the_delivery_limit_dead_letter_no_ordinary_task(chaos_rig) -> None:
+    chaos_rig.apply_topology()  # delivery limit 3: five kills could have reached it before
+    names = Names(chaos_rig.settings.namespace)
+    tasks = [task_message(names, "selftest", "work", {"ms": 15}) for _ in range(600)]
+    chaos_rig.producer.publish_batch(tasks)
+    workers = [chaos_rig.worker(WARREN_PREFETCH="5") for _ in range(2)]
+
+    kills = 0
+    for n in range(1, 11):  # ten SIGKILLs, each while the victim holds a full prefetch; replaced
+        chaos_rig.ledger.wait([t.message_id for t in tasks[: 50 * n]], timeout=60)
+        victim = workers.pop(0)
+        victim.kill()
+        kills += 1
+        workers.append(chaos_rig.worker(WARREN_PREFETCH="5"))
+    report = chaos_rig.account([t.message_id for t in tasks], timeout=180, quiet_for=1.0)
+
+    assert kills == 10
+    assert (report.completed, report.dead_lettered, report.lost) == (600, 0, 0)
+    assert report.reasons == {}  # not one ordinary task dead-lettered as crash_loop
+    assert report.duplicates <= kills * 5

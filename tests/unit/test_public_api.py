@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from warren import PermanentError, Pool, Producer, RetryableError, Settings, TaskContext
+from warren.messages import H_DUE_AT
 from warren.testing import run_task
-from warren.worker.handling import H_DUE_AT
 
 SETTINGS = Settings(_env_file=None, retry_max_attempts=4, retry_initial_delay_ms=1000, retry_max_delay_ms=8000)
 
@@ -114,19 +114,22 @@ def test_a_retry_delay_the_handler_asks_for_beyond_every_tier_is_waited_out_in_h
     result = run_task(pool, "charge", {"order_id": "o-6", "cents": 429}, settings=SETTINGS)
     assert (result.outcome, result.retry_delay) == ("retry", 30.0)
     parked = result.publishes[0]
-    assert parked.routing_key.endswith(".payments.retry.4000")  # the longest tier (1, 2, 3, 4 s) not past 30 s
+    assert parked.routing_key.endswith(".payments.retry.10000")  # the longest tier not past 30 s
     due_at = parked.headers[H_DUE_AT]
-    # Back from its delay queue 4 s later: not due, parked again without running or counting.
+    # Back from its delay queue 10 s later: not due, parked again without running or counting.
     again = run_task(pool, "charge", {"order_id": "o-6", "cents": 429}, settings=SETTINGS, attempt=2,
                      headers={H_DUE_AT: due_at})
     assert again.outcome == "deferred" and again.attempt == 1
     assert again.publishes[0].headers[H_DUE_AT] == pytest.approx(due_at, abs=1000)
 
 
-def test_a_message_that_keeps_killing_its_worker_is_a_crash_loop() -> None:
-    result = run_task(pool, "charge", {"order_id": "o-7", "cents": 1}, settings=SETTINGS,
-                      delivery_count=SETTINGS.delivery_limit)
-    assert (result.outcome, result.reason) == ("dead_lettered", "crash_loop")
+def test_a_message_in_flight_when_its_worker_died_is_isolated_then_runs_alone() -> None:
+    payload = {"order_id": "o-7", "cents": 1}
+    moved = run_task(pool, "charge", payload, settings=SETTINGS, redelivered=True)
+    assert moved.outcome == "isolated" and moved.publishes[0].routing_key.endswith(".payments.suspect")
+    assert run_task(pool, "charge", payload, settings=SETTINGS, deaths=SETTINGS.delivery_limit - 1).completed
+    crashed = run_task(pool, "charge", payload, settings=SETTINGS, deaths=SETTINGS.delivery_limit)
+    assert (crashed.outcome, crashed.reason) == ("dead_lettered", "crash_loop")
 
 
 def test_the_context_is_frozen_and_its_logger_names_the_task(caplog: pytest.LogCaptureFixture) -> None:

@@ -26,13 +26,17 @@ def test_work_queue_is_quorum_with_explicit_delivery_limit_and_safe_dead_letteri
         "x-overflow": "reject-publish",
     }
     assert queues["shop.orders.dlq"] == {"x-queue-type": "quorum"}
+    # the suspect queue: the work queue's dead-lettering and limit, one consumer at a time
+    assert queues["shop.orders.suspect"] == {**queues["shop.orders"], "x-single-active-consumer": True}
 
 
 def test_one_delay_queue_per_distinct_backoff_step_routes_back_to_the_work_queue() -> None:
     s = _settings(namespace="shop", retry_max_attempts=6, retry_initial_delay_ms=1000, retry_max_delay_ms=4000)
     topo = topology.build(s, pools=["orders"])
     retry = {q.name: dict(q.arguments) for q in topo.queues if ".retry." in q.name}
-    assert sorted(retry) == ["shop.orders.retry.1000", "shop.orders.retry.2000", "shop.orders.retry.4000"]
+    steps = {f"shop.orders.retry.{ms}" for ms in (1000, 2000, 4000)}
+    fixed = {f"shop.orders.retry.{ms}" for ms in topology.DELAY_TIERS_MS}  # every pool's delay ladder
+    assert set(retry) == steps | fixed
     assert retry["shop.orders.retry.2000"]["x-message-ttl"] == 2000
     assert retry["shop.orders.retry.2000"]["x-dead-letter-exchange"] == ""
     assert retry["shop.orders.retry.2000"]["x-dead-letter-routing-key"] == "shop.orders"

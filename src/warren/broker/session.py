@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -19,11 +20,21 @@ import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
+from warren.broker import decoding
 from warren.config import Settings, redact_url
-from warren.errors import BrokerUnavailable, Nacked, RequestTimeout, TopologyError, Unroutable, WarrenError
+from warren.errors import (
+    BrokerUnavailable,
+    Nacked,
+    RequestTimeout,
+    TopologyError,
+    Unpublishable,
+    Unroutable,
+    WarrenError,
+)
 from warren.messages import Delivery, Outgoing
 
 log = logging.getLogger(__name__)
+decoding.install()
 
 _CONNECTION_ERRORS = (
     px.AMQPConnectionError,
@@ -36,15 +47,22 @@ _CONNECTION_ERRORS = (
 )
 
 
-def connection_parameters(settings: Settings, *, name: str) -> pika.URLParameters:
-    """pika parameters from the settings; the URL's own options are kept, ours win where set."""
+def connection_parameters(
+    settings: Settings, *, name: str, blocked_timeout: float | None = None
+) -> pika.URLParameters:
+    """pika parameters from the settings; the URL's own options are kept, ours win where set.
+
+    ``blocked_timeout``: how long a connection the broker blocks (a memory or disk alarm) may stay
+    blocked before pika closes it. ``None`` for workers: an alarm pauses them, it must not tear
+    down their connection (every unacked message would be redelivered, and counted). Producers
+    pass their publish timeout, so a caller hears "unavailable" instead of waiting forever."""
     url = settings.resolved_broker_url()
     try:
         params = pika.URLParameters(url)
     except Exception as e:  # pika raises several types for a malformed URL
         raise WarrenError(f"invalid broker URL {redact_url(url)}: {type(e).__name__}") from None
     params.heartbeat = settings.heartbeat
-    params.blocked_connection_timeout = max(60.0, settings.heartbeat * 2.0)
+    params.blocked_connection_timeout = blocked_timeout
     params.socket_timeout = settings.connect_timeout
     params.stack_timeout = settings.connect_timeout * 2
     params.connection_attempts = 1
@@ -66,7 +84,10 @@ def to_properties(message: Outgoing) -> pika.BasicProperties:
     )
 
 
-def to_delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> Delivery:
+def to_delivery(
+    method: Any, properties: pika.BasicProperties, body: bytes, *, channel: int = 0, queue: str | None = None
+) -> Delivery:
+    headers = properties.headers or {}
     return Delivery(
         delivery_tag=method.delivery_tag,
         redelivered=bool(method.redelivered),
@@ -77,9 +98,12 @@ def to_delivery(method: Any, properties: pika.BasicProperties, body: bytes) -> D
         type=properties.type,
         correlation_id=properties.correlation_id,
         reply_to=properties.reply_to,
-        headers=properties.headers or {},
+        headers=headers,
         content_type=properties.content_type,
         timestamp=properties.timestamp,
+        queue=queue,
+        channel=channel,
+        header_problems=tuple(decoding.undecodable(headers)),
     )
 
 
@@ -118,7 +142,12 @@ def _why(error: BaseException) -> str:
 
 
 class Session:
-    """A connection with two channels: one consumes, one publishes with confirms."""
+    """A connection with a confirming publish channel and one channel per consumed queue.
+
+    Channel 0 is created up front (``get`` reads through it); each further ``consume`` opens its
+    own channel, so each queue has its own prefetch. Delivery tags are per channel: a ``Delivery``
+    says which channel it came on, and ``ack``/``reject`` take it.
+    """
 
     REPLY_TO = "amq.rabbitmq.reply-to"
 
@@ -129,17 +158,49 @@ class Session:
             self._consume: BlockingChannel = connection.channel()
             self._publish: BlockingChannel = connection.channel()
             self._publish.confirm_delivery()
-        self._consumer_tag: str | None = None
+        self._channels: list[BlockingChannel] = [self._consume]
+        self._consumers: list[tuple[BlockingChannel, str, str]] = []  # channel, queue, consumer tag
+        self.cancelled_by_broker: list[str] = []  # queues whose consumer the broker cancelled
+        self.blocked_reason: str | None = None  # set while the broker blocks publishers (an alarm)
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
 
     @classmethod
-    def open(cls, settings: Settings, *, name: str) -> Session:
-        params = connection_parameters(settings, name=name)
+    def open(cls, settings: Settings, *, name: str, blocked_timeout: float | None = None) -> Session:
+        params = connection_parameters(settings, name=name, blocked_timeout=blocked_timeout)
         with translated(f"connecting to {params.host}:{params.port}"):
             return cls(pika.BlockingConnection(params))
 
     @property
     def is_open(self) -> bool:
-        return bool(self._connection.is_open and self._consume.is_open and self._publish.is_open)
+        return bool(self._connection.is_open and self._publish.is_open and all(c.is_open for c in self._channels))
+
+    @property
+    def consuming(self) -> bool:
+        """Every consumer started is still receiving: the connection and its channel are open and
+        the broker has not cancelled it (a deleted queue, a consumer timeout on some versions)."""
+        return (
+            bool(self._consumers)
+            and not self.cancelled_by_broker
+            and self._connection.is_open
+            and all(channel.is_open for channel, _, _ in self._consumers)
+        )
+
+    def why_not_consuming(self) -> str:
+        if self.cancelled_by_broker:
+            return f"the broker cancelled the consumer of {', '.join(self.cancelled_by_broker)}"
+        closed = [queue for channel, queue, _ in self._consumers if not channel.is_open]
+        if closed:
+            return f"the broker closed the channel consuming {', '.join(closed)}"
+        return "the connection is closed"
+
+    def _on_blocked(self, _connection: Any, frame: Any) -> None:
+        self.blocked_reason = getattr(frame.method, "reason", None) or "blocked"
+        log.warning("the broker blocks publishing (%s): pausing until it unblocks", self.blocked_reason)
+
+    def _on_unblocked(self, _connection: Any, _frame: Any) -> None:
+        log.info("the broker unblocked publishing")
+        self.blocked_reason = None
 
     # -- topology -----------------------------------------------------------------------------
     def declare_exchange(self, name: str, kind: str) -> None:
@@ -170,31 +231,55 @@ class Session:
         return ok.message_count, ok.consumer_count
 
     # -- consuming ----------------------------------------------------------------------------
-    def consume(self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]) -> None:
-        def callback(_ch: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-            on_delivery(to_delivery(method, properties, body))
-
+    def consume(
+        self,
+        queue: str,
+        *,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+        arguments: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Consume ``queue`` with manual acks on a channel of its own; returns the channel's number,
+        which its deliveries carry. ``arguments`` are consumer arguments (``x-consumer-timeout``)."""
         with translated(f"consuming from {queue!r}"):
-            self._consume.basic_qos(prefetch_count=prefetch)
-            self._consumer_tag = self._consume.basic_consume(queue, callback, auto_ack=False)
+            if self._consumers:
+                self._channels.append(self._connection.channel())
+            number = len(self._channels) - 1
+            channel = self._channels[number]
+
+            def callback(_ch: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+                on_delivery(to_delivery(method, properties, body, channel=number, queue=queue))
+
+            def cancelled(_frame: Any) -> None:
+                log.warning("the broker cancelled the consumer of %s", queue)
+                self.cancelled_by_broker.append(queue)
+
+            channel.add_on_cancel_callback(cancelled)
+            channel.basic_qos(prefetch_count=prefetch)
+            tag = channel.basic_consume(queue, callback, auto_ack=False, arguments=dict(arguments or {}))
+        self._consumers.append((channel, queue, tag))
+        return number
 
     def cancel(self) -> None:
-        """Stop new deliveries; messages already delivered stay ours to ack."""
-        if self._consumer_tag is None:
-            return
-        tag, self._consumer_tag = self._consumer_tag, None
-        with translated("cancelling the consumer"):
-            self._consume.basic_cancel(tag)
+        """Stop new deliveries; messages already delivered stay ours to ack. Deliveries pika has
+        read but not yet handed over are handed over first, so they are worked on, not requeued;
+        pika requeues only what arrives between the cancel and the broker's reply to it."""
+        consumers, self._consumers = self._consumers, []
+        with translated("cancelling the consumers"):
+            self._connection.process_data_events(time_limit=0)
+            for channel, queue, tag in consumers:
+                if channel.is_open and queue not in self.cancelled_by_broker:
+                    channel.basic_cancel(tag)
 
-    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+    def ack(self, delivery_tag: int, *, multiple: bool = False, channel: int = 0) -> None:
         """Ack one delivery, or with ``multiple`` every unacked delivery up to and including it."""
         with translated("acknowledging"):
-            self._consume.basic_ack(delivery_tag, multiple=multiple)
+            self._channels[channel].basic_ack(delivery_tag, multiple=multiple)
 
-    def reject(self, delivery_tag: int) -> None:
+    def reject(self, delivery_tag: int, *, channel: int = 0) -> None:
         """Reject without requeue: the queue's dead-letter exchange takes the message."""
         with translated("rejecting"):
-            self._consume.basic_reject(delivery_tag, requeue=False)
+            self._channels[channel].basic_reject(delivery_tag, requeue=False)
 
     def get(self, queue: str) -> Delivery | None:
         """Fetch one message with basic.get (manual ack on the consume channel), or None."""
@@ -209,10 +294,17 @@ class Session:
         ``mandatory=False`` is for replies to direct reply-to only: RabbitMQ returns every
         mandatory publish to a reply-to address even when it delivers it.
         """
-        with translated(f"publishing to {message.exchange or '(default)'}/{message.routing_key}"):
-            self._publish.basic_publish(
-                message.exchange, message.routing_key, message.body, to_properties(message), mandatory=mandatory
-            )
+        where = f"{message.exchange or '(default)'}/{message.routing_key}"
+        try:
+            properties = to_properties(message)
+            # pika encodes the frame inside basic_publish; a value AMQP cannot carry (an id over
+            # 255 bytes, an integer over 64 bits) fails there, before anything is sent.
+            with translated(f"publishing to {where}"):
+                self._publish.basic_publish(
+                    message.exchange, message.routing_key, message.body, properties, mandatory=mandatory
+                )
+        except (ValueError, TypeError, OverflowError, struct.error, UnicodeEncodeError) as e:
+            raise Unpublishable(f"publishing to {where}: AMQP cannot carry this message: {e}") from e
 
     def request(self, message: Outgoing, *, timeout: float) -> Any:
         """Publish a request with ``reply_to`` set to direct reply-to; the decoded JSON reply."""

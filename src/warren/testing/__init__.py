@@ -21,17 +21,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from warren.broker.decoding import undecodable
 from warren.config import Settings, load
 from warren.messages import Delivery, Outgoing, encode_json
 from warren.testing.broker import LocalBroker
 from warren.testing.ledger import Ledger, Report
 from warren.testing.processes import LocalWorker
 from warren.worker import deadletter
-from warren.worker.decision import Complete, DeadLetter, Defer, Retry
+from warren.worker.decision import Complete, DeadLetter, Defer, Isolate, Retry
 from warren.worker.handling import Processor
 from warren.worker.pool import Pool, Task
 
-Outcome = Literal["completed", "retry", "dead_lettered", "deferred"]
+Outcome = Literal["completed", "retry", "dead_lettered", "deferred", "isolated"]
 
 __all__ = ["Ledger", "LocalBroker", "LocalWorker", "Report", "TaskResult", "run_task"]
 
@@ -66,15 +67,17 @@ def run_task(
     message_id: str = "test-message",
     correlation_id: str | None = None,
     attempt: int = 1,
-    delivery_count: int = 0,
+    redelivered: bool = False,
+    deaths: int = 0,
     headers: dict[str, Any] | None = None,
 ) -> TaskResult:
     """Run one message through the real delivery handling of a worker of ``target``.
 
     ``run_task(pool, "charge", payload)`` or ``run_task(charge, payload)``. The payload may be a
     pydantic model, anything JSON-serialisable, or ``bytes`` sent as the body as they are (to test
-    malformed input). ``attempt`` > 1 runs it as a retry; ``delivery_count`` > 0 as a message
-    whose earlier deliveries died with their worker. ``settings`` default to the environment's
+    malformed input). ``attempt`` > 1 runs it as a retry. ``redelivered`` delivers it as a message
+    that was in flight when a worker died (a worker moves it to the suspect queue); ``deaths`` > 0
+    runs it from the suspect queue after that many workers died holding it. ``settings`` default to the environment's
     (``WARREN_RETRY_MAX_ATTEMPTS`` and the other ``WARREN_*`` knobs apply as in a worker).
     """
     if isinstance(target, Task):
@@ -87,12 +90,14 @@ def run_task(
     all_headers: dict[str, Any] = dict(headers or {})
     if attempt > 1:
         all_headers[deadletter.H_ATTEMPT] = attempt - 1
-    if delivery_count:
-        all_headers["x-delivery-count"] = delivery_count
+    if deaths:
+        all_headers[deadletter.H_DEATHS] = 1
+        all_headers["x-delivery-count"] = deaths - 1
     body = payload if isinstance(payload, bytes) else encode_json(payload)
     delivery = Delivery(
         delivery_tag=1,
-        redelivered=delivery_count > 0,
+        redelivered=redelivered or deaths > 1,
+        queue=processor.pool_names.suspect_queue if deaths else processor.pool_names.queue,
         exchange=processor.names.tasks,
         routing_key=pool.name,
         body=body,
@@ -100,6 +105,7 @@ def run_task(
         type=task_type,
         correlation_id=correlation_id,
         headers=all_headers,
+        header_problems=tuple(undecodable(all_headers)),
     )
     result = processor.handle(delivery)
     action = result.action
@@ -117,6 +123,8 @@ def run_task(
             outcome = "dead_lettered"
         case Defer():
             outcome = "deferred"
+        case Isolate():
+            outcome = "isolated"
     return TaskResult(
         outcome=outcome,
         attempt=result.attempt,

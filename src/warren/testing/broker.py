@@ -94,8 +94,12 @@ class LocalBroker:
 
     def __init__(self, base_dir: Path | None = None, *, name: str = "warren",
                  amqp_port: int | None = None, management_port: int | None = None,
-                 dist_port: int | None = None) -> None:
+                 dist_port: int | None = None, config: str = "", advanced_config: str | None = None) -> None:
+        """``config``: extra rabbitmq.conf lines (``consumer_timeout = 2000``); ``advanced_config``:
+        the whole advanced.config (an Erlang term list), for keys rabbitmq.conf cannot set."""
         self._owns_dir = base_dir is None
+        self._config = config
+        self._advanced_config = advanced_config
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{name}-rabbitmq-"))
         free = iter(_free_ports(3))
         self.amqp_port = amqp_port or next(free)
@@ -272,7 +276,13 @@ class LocalBroker:
                                          "management.tcp.ip = 127.0.0.1\n"
                                          # Queue stats every second, not every 5 s: the demo's
                                          # live view and the operator's tests read them.
-                                         "collect_statistics_interval = 1000\n")
+                                         "collect_statistics_interval = 1000\n"
+                                         + (self._config.strip() + "\n" if self._config.strip() else ""))
+        advanced = d / "advanced.config"
+        if self._advanced_config is not None:
+            advanced.write_text(self._advanced_config)
+        else:
+            advanced.unlink(missing_ok=True)
         (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
         cookie = d / ".erlang.cookie"
         if not cookie.exists():  # written first, so the node and the CLI never race to create it

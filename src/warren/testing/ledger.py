@@ -107,7 +107,7 @@ class Ledger:
     def _key(self, delivery: Delivery) -> str:
         try:
             data = json.loads(delivery.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # a malformed body is dead-lettered by its message id
             data = None
         if isinstance(data, dict) and self.id_field in data:
             return str(data[self.id_field])

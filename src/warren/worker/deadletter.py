@@ -25,6 +25,7 @@ H_AT = "x-warren-dead-lettered-at"
 H_WORKER = "x-warren-worker"
 H_ATTEMPT = "x-warren-attempt"  # handler attempts that failed so far; carried across retries
 H_HISTORY = "x-warren-history"  # one entry per failed attempt: {"attempt", "at_ms", "error"}
+H_DEATHS = "x-warren-deaths"  # workers that died (or lost their connection) holding it, before its suspect queue
 
 
 class Reason(StrEnum):
@@ -35,6 +36,8 @@ class Reason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     UNKNOWN_TASK = "unknown_task"
     OVERSIZED_BODY = "oversized_body"
+    MALFORMED_HEADERS = "malformed_headers"  # a header value the client could not decode
+    INTERNAL_ERROR = "internal_error"  # Warren itself failed handling it (a bug): never left unacked
     REJECTED = "rejected"  # the broker dead-lettered a message the worker rejected as a last resort
     EXPIRED = "expired"
 

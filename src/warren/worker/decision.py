@@ -84,7 +84,15 @@ class Defer:
     remaining_ms: int
 
 
-Action = Complete | Retry | DeadLetter | Defer
+@dataclass(frozen=True, slots=True)
+class Isolate:
+    """It was in flight when a worker died: move it to the pool's suspect queue, where messages
+    run one at a time, so only a message that itself kills its worker is counted as a crash."""
+
+    deaths: int  # deaths it has been part of so far, this one included
+
+
+Action = Complete | Retry | DeadLetter | Defer | Isolate
 
 
 def decide(outcome: Outcome, *, attempt: int, policy: Policy) -> Action:
@@ -103,11 +111,12 @@ def decide(outcome: Outcome, *, attempt: int, policy: Policy) -> Action:
     raise TypeError(f"not an outcome: {outcome!r}")
 
 
-def crash_loop(delivery_count: int, *, policy: Policy) -> bool:
-    """True when earlier deliveries ended without an ack ``delivery_limit`` times.
+def crash_loop(deaths: int, *, policy: Policy) -> bool:
+    """True when ``delivery_limit`` earlier deliveries of this message ended without an ack.
 
     Handlers never requeue (retries go through delay queues), so a delivery that ended unacked
-    means its worker died or lost its connection mid-task. The broker's own ``x-delivery-limit``
-    is the same number, as a backstop should the worker die even while dead-lettering.
+    means its worker died or lost its connection mid-task. Counted in the suspect queue, where a
+    message runs alone, so every death counted is its own. The broker's ``x-delivery-limit`` is
+    the same number, as a backstop should the worker die even while dead-lettering.
     """
-    return delivery_count >= policy.delivery_limit
+    return deaths >= policy.delivery_limit

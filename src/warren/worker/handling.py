@@ -15,7 +15,8 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from warren import topology
 from warren.config import Settings
 from warren.errors import PermanentError, RetryableError
-from warren.messages import Delivery, Outgoing, encode_json
+from warren.messages import H_DUE_AT, Delivery, Outgoing, derived_id, encode_json
 from warren.producer import task_message
 from warren.topology import Names, PoolNames
 from warren.worker import deadletter
@@ -35,6 +36,7 @@ from warren.worker.decision import (
     DeadLetter,
     Defer,
     Failed,
+    Isolate,
     Outcome,
     Policy,
     Retry,
@@ -46,7 +48,6 @@ from warren.worker.pool import Pool, TaskContext, task_logger
 
 log = logging.getLogger("warren.worker")
 task_log = logging.getLogger("warren.task")
-H_DUE_AT = "x-warren-due-at"  # epoch ms: a parked retry is not to run before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +96,24 @@ class Processor:
         ctx: TaskContext | None = None
         returned: Any = None
         policy = self.policy
+        early: Action | None = None
         remaining = self._not_due_for(delivery, now_ms=now_ms if now_ms is not None else _now_ms())
+        deaths_before = _int_header(delivery.headers.get(deadletter.H_DEATHS))
         if remaining:
-            action: Action = Defer(remaining)
-            publishes, reply = self.follow_ups(delivery, action)
-            return Result(delivery, action, publishes, reply, failed_before, task_type, time.monotonic() - started)
-        if crash_loop(delivery.delivery_count, policy=self.policy):
-            attempt = delivery.delivery_count  # every one of those deliveries was an attempt
+            early = Defer(remaining)
+        elif delivery.queue != self.pool_names.suspect_queue and (delivery.redelivered or delivery.delivery_count):
+            early = Isolate(deaths_before + 1)
+        if early is not None:
+            publishes, reply = self.follow_ups(delivery, early)
+            return Result(delivery, early, publishes, reply, failed_before, task_type, time.monotonic() - started)
+        deaths = deaths_before + delivery.delivery_count
+        if crash_loop(deaths, policy=self.policy):
+            attempt = max(attempt, deaths)
             outcome: Outcome = BadInput(
                 Reason.CRASH_LOOP,
                 "WorkerDied",
-                f"the worker died or lost its connection {delivery.delivery_count} times handling this message",
+                f"the worker died or lost its connection {deaths} times handling this message "
+                "(counted where it ran alone)",
             )
         else:
             checked = self._check(delivery)
@@ -122,7 +130,7 @@ class Processor:
                     task_type=delivery.type or spec.name,
                     pool=self.pool.name,
                     attempt=attempt,
-                    redelivered=delivery.redelivered,
+                    redelivered=delivery.redelivered or deaths > 0,  # from the suspect queue: a redo
                     correlation_id=delivery.correlation_id,
                     worker=self.worker,
                     logger=task_logger(task_log, task_id=task_id, correlation_id=delivery.correlation_id),
@@ -132,17 +140,42 @@ class Processor:
         publishes, reply = self.follow_ups(delivery, action, ctx, returned)
         return Result(delivery, action, publishes, reply, attempt, task_type, time.monotonic() - started, returned)
 
+    def internal_error(self, delivery: Delivery, error: BaseException) -> Result:
+        """The result for a delivery Warren itself failed on (a bug): dead-lettered with the error,
+        never left unacked, where it would hold a prefetch slot and stall whoever gets it next.
+        If even its headers cannot be copied, the dead letter carries Warren's headers alone."""
+        action = DeadLetter(
+            Reason.INTERNAL_ERROR, type(error).__name__, str(error) or repr(error),
+            attempts=_int_header(delivery.headers.get(deadletter.H_ATTEMPT)) + 1,
+        )
+        try:
+            publishes, _ = self.follow_ups(delivery, action)
+        except Exception:
+            publishes, _ = self.follow_ups(replace(delivery, headers={}), action)
+        return Result(delivery, action, publishes, None, action.attempts, delivery.type or "?", 0.0)
+
+    def already_done(self, delivery: Delivery) -> Result:
+        """The result for a redelivery of a message this worker completed, whose follow-ups were
+        confirmed but whose ack was lost with its channel: ack it, do not run it again."""
+        return Result(delivery, Complete(), (), None, 0, delivery.type or "?", 0.0)
+
     def _not_due_for(self, delivery: Delivery, *, now_ms: int) -> int:
         """How long a parked retry must still wait, in ms; 0 when it is due. Within half the
         shortest delay tier it counts as due: parking it again would make it later than early."""
-        due_at = delivery.headers.get(H_DUE_AT)
-        if not isinstance(due_at, int) or isinstance(due_at, bool):
+        due_at = _int_or_none(delivery.headers.get(H_DUE_AT))
+        if due_at is None:
             return 0
         remaining = due_at - now_ms
         shortest = self.pool_names.retry_queues[0][0] if self.pool_names.retry_queues else 0
         return remaining if remaining * 2 > shortest else 0
 
     def _check(self, delivery: Delivery) -> BadInput | tuple[Any, Any]:
+        if delivery.header_problems:
+            return BadInput(
+                Reason.MALFORMED_HEADERS,
+                "UndecodableHeader",
+                "headers AMQP allows but Warren cannot read: " + "; ".join(delivery.header_problems),
+            )
         if len(delivery.body) > self.policy.max_body_bytes:
             return BadInput(
                 Reason.OVERSIZED_BODY,
@@ -152,23 +185,24 @@ class Processor:
         spec = self.pool.handler_for(delivery.type)
         if spec is None:
             known = ", ".join(sorted(self.pool.tasks)) or "none"
-            return BadInput(
-                Reason.UNKNOWN_TASK,
-                "UnknownTask",
-                f"pool {self.pool.name!r} has no task {delivery.type!r} (known: {known})",
-            )
+            what = f"no task {delivery.type!r}" if delivery.type else "a message without a type (the task's name)"
+            return BadInput(Reason.UNKNOWN_TASK, "UnknownTask", f"pool {self.pool.name!r} got {what} (known: {known})")
         try:
             data = json.loads(delivery.body.decode("utf-8"))
         except UnicodeDecodeError as e:
             return BadInput(Reason.MALFORMED_BODY, type(e).__name__, f"body is not UTF-8: {e}")
         except json.JSONDecodeError as e:
             return BadInput(Reason.MALFORMED_BODY, type(e).__name__, f"body is not JSON: {e}")
+        except RecursionError:
+            return BadInput(Reason.MALFORMED_BODY, "RecursionError", "body is JSON nested too deeply to decode")
         if spec.schema is None:
             return spec, data
         try:
             return spec, spec.schema.model_validate(data)
         except ValidationError as e:
             return BadInput(Reason.SCHEMA_VIOLATION, "ValidationError", _summarise(e))
+        except RecursionError:
+            return BadInput(Reason.SCHEMA_VIOLATION, "RecursionError", "body is nested too deeply to validate")
 
     @staticmethod
     def _run(handler: Any, payload: Any, ctx: TaskContext) -> tuple[Outcome, Any]:
@@ -200,7 +234,7 @@ class Processor:
                         exchange=self.names.events,
                         routing_key=event,
                         body=encode_json(data),
-                        message_id=f"{task_id}/{self.pool.name}.e{n}",
+                        message_id=derived_id(task_id, f"{self.pool.name}.e{n}"),
                         type=event,
                         correlation_id=correlation_id,
                         headers={"x-warren-pool": self.pool.name},
@@ -221,18 +255,21 @@ class Processor:
                     )
                 return events, reply
             case Retry(delay_ms=delay, attempt=attempt, error_class=cls, error_message=msg):
-                headers = dict(delivery.headers)
-                _strip_broker_headers(headers)
+                headers = _cleaned(delivery.headers)
                 headers[deadletter.H_ATTEMPT] = attempt
                 headers[deadletter.H_HISTORY] = _history(delivery, attempt, (cls, msg))
-                return (self._park(delivery, delay, headers),), None
+                return (self._park(delivery, delay, headers, due_at_ms=_now_ms() + delay),), None
             case Defer(remaining_ms=remaining):
-                headers = dict(delivery.headers)
-                _strip_broker_headers(headers)
-                return (self._park(delivery, remaining, headers),), None
+                headers = _cleaned(delivery.headers)
+                due_at = _int_or_none(headers.get(H_DUE_AT))
+                return (self._park(delivery, remaining, headers, due_at_ms=due_at or _now_ms() + remaining),), None
+            case Isolate(deaths=deaths):
+                headers = _cleaned(delivery.headers)
+                headers[deadletter.H_DEATHS] = deaths
+                suspect = self.pool_names.suspect_queue
+                return (self._copy(delivery, exchange="", routing_key=suspect, headers=headers),), None
             case DeadLetter(reason=reason, error_class=cls, error_message=msg, attempts=attempts):
-                headers = dict(delivery.headers)
-                _strip_broker_headers(headers)
+                headers = _cleaned(delivery.headers)
                 headers.pop(H_DUE_AT, None)
                 headers.update(
                     deadletter.headers_for(
@@ -246,12 +283,12 @@ class Processor:
                                    headers=headers),), None
         raise TypeError(action)
 
-    def _park(self, delivery: Delivery, delay_ms: int, headers: dict[str, Any]) -> Outgoing:
+    def _park(self, delivery: Delivery, delay_ms: int, headers: dict[str, Any], *, due_at_ms: int) -> Outgoing:
         """The message in the delay queue that fits ``delay_ms``, with its due time when that
         queue's delay is shorter."""
         tier, queue = self.pool_names.retry_queue_for(delay_ms)
         if tier < delay_ms:
-            headers[H_DUE_AT] = _now_ms() + delay_ms
+            headers[H_DUE_AT] = due_at_ms
         else:
             headers.pop(H_DUE_AT, None)
         return self._copy(delivery, exchange="", routing_key=queue, headers=headers)
@@ -272,10 +309,18 @@ class Processor:
         )
 
 
-def _strip_broker_headers(headers: dict[str, Any]) -> None:
-    for key in ("x-delivery-count", "x-death", "x-first-death-reason", "x-first-death-queue",
-                "x-first-death-exchange", "x-last-death-reason", "x-last-death-queue", "x-last-death-exchange"):
-        headers.pop(key, None)
+_BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-reason", "x-first-death-queue",
+                   "x-first-death-exchange", "x-last-death-reason", "x-last-death-queue", "x-last-death-exchange")
+
+
+def _cleaned(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers to publish a copy of a message with: without the broker's own (it adds them
+    again), and Warren's counts as the numbers they were read as (a forged one clamped)."""
+    cleaned = {k: v for k, v in headers.items() if k not in _BROKER_HEADERS}
+    for key in (deadletter.H_ATTEMPT, deadletter.H_DEATHS):
+        if key in cleaned:
+            cleaned[key] = _int_header(cleaned[key])
+    return cleaned
 
 
 def _history(delivery: Delivery, attempt: int, error: tuple[str, str]) -> list[dict[str, Any]]:
@@ -285,12 +330,23 @@ def _history(delivery: Delivery, attempt: int, error: tuple[str, str]) -> list[d
     return entries
 
 
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+MAX_COUNT_HEADER = 1_000_000  # a count header beyond this is forged or corrupt
+
+
 def _int_header(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
+    """A count carried in a header: 0 unless a non-negative integer, and never so large that
+    adding one overflows AMQP's 64-bit integers on the way back out."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, MAX_COUNT_HEADER)
 
 
 def _summarise(error: ValidationError) -> str:

@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import BaseModel
 
 from warren.errors import ConfigError
+from warren.messages import derived_id
 from warren.topology import PoolSpec, Subscription
 
 P = TypeVar("P")
@@ -86,7 +87,7 @@ class TaskContext:
     task_type: str
     pool: str
     attempt: int
-    redelivered: bool
+    redelivered: bool  # it may have run before: a worker died holding it (or its connection was lost)
     correlation_id: str | None
     worker: str
     logger: logging.LoggerAdapter[logging.Logger] = field(repr=False)
@@ -110,7 +111,7 @@ class TaskContext:
         """``send`` by name, for a task whose module this one does not import. The default message
         id derives from this task's id and pool, so a redelivered task sends the same ids again and
         the receiver can deduplicate."""
-        message_id = message_id or f"{self.task_id}/{self.pool}.t{len(self.tasks) + 1}"
+        message_id = message_id or derived_id(self.task_id, f"{self.pool}.t{len(self.tasks) + 1}")
         self.tasks.append((pool, task_type, payload, message_id))
 
 

@@ -84,7 +84,7 @@ class Connections:
 
 
 def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
-    connections = Connections(settings, api.connections)
+    connections = Connections(settings.model_copy(update={"publish_timeout": api.publish_timeout}), api.connections)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
