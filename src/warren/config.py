@@ -39,7 +39,8 @@ class Settings(BaseSettings):
 
     broker_url: SecretStr = Field(
         default=SecretStr("amqp://localhost:5672/%2F"),
-        description="AMQP URL of the broker; may carry credentials (never logged).",
+        description="AMQP URL of the broker, or several separated by commas (the nodes of a cluster: each "
+        "process tries them in its own shuffled order and fails over); may carry credentials (never logged).",
     )
     broker_url_file: Path | None = Field(
         default=None, description="File holding the broker URL (a mounted Secret); wins over broker_url."
@@ -130,11 +131,22 @@ class Settings(BaseSettings):
         )
 
     def resolved_broker_url(self) -> str:
-        """The broker URL with file-mounted credentials applied. Secret: never log it."""
-        url = _read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
+        """The first broker URL with file-mounted credentials applied. Secret: never log it."""
+        return self.resolved_broker_urls()[0]
+
+    def resolved_broker_urls(self) -> list[str]:
+        """Every broker URL, in the order given, with file-mounted credentials applied to each.
+        Secret: never log them (``redact_url`` each)."""
+        text = _read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
+        urls = [u for u in re.split(r"[,\s]+", text) if u]
+        if not urls:
+            raise ConfigError("WARREN_BROKER_URL: no broker URL given")
         password = _read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
         if password is None and self.broker_password is not None:
             password = self.broker_password.get_secret_value()
+        return [self._with_credentials(url, password) for url in urls]
+
+    def _with_credentials(self, url: str, password: str | None) -> str:
         if self.broker_username is None and password is None:
             return url
         parts = urlsplit(url)

@@ -120,3 +120,22 @@ def test_each_layer_checks_its_own_settings_at_start_up(tmp_path, command, env, 
     )
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith(expected), done.stderr
+
+
+def test_several_broker_urls_each_get_the_mounted_credentials(monkeypatch, tmp_path) -> None:
+    (tmp_path / "password").write_text("s3cret\n")
+    monkeypatch.setenv("WARREN_BROKER_URL", "amqp://app@r1:5672/%2F, amqp://app@r2:5672/%2F,amqp://app@r3/%2F")
+    monkeypatch.setenv("WARREN_BROKER_PASSWORD_FILE", str(tmp_path / "password"))
+    assert load_settings().resolved_broker_urls() == [
+        "amqp://app:s3cret@r1:5672/%2F", "amqp://app:s3cret@r2:5672/%2F", "amqp://app:s3cret@r3/%2F"]
+
+
+def test_each_new_connection_starts_at_the_next_node_and_tries_them_all() -> None:
+    from warren.broker.session import connection_parameters
+    from warren.config import Settings
+
+    settings = Settings(_env_file=None, broker_url="amqp://r1/%2F,amqp://r2/%2F,amqp://r3/%2F")
+    orders = [[p.host for p in connection_parameters(settings, name="t")] for _ in range(3)]
+    assert all(sorted(order) == ["r1", "r2", "r3"] for order in orders)  # every node, each time
+    assert len({order[0] for order in orders}) == 3  # a different first node each time
+    assert orders[1] == orders[0][1:] + orders[0][:1]  # the one after the node used last

@@ -150,8 +150,8 @@ def test_a_workers_connection_is_never_torn_down_for_being_blocked_but_a_produce
     from warren.config import Settings
 
     settings = Settings(_env_file=None)
-    assert connection_parameters(settings, name="worker").blocked_connection_timeout is None
-    assert connection_parameters(settings, name="api", blocked_timeout=5).blocked_connection_timeout == 5
+    assert connection_parameters(settings, name="worker")[0].blocked_connection_timeout is None
+    assert connection_parameters(settings, name="api", blocked_timeout=5)[0].blocked_connection_timeout == 5
 
 
 def test_a_redelivery_of_a_task_completed_on_a_lost_connection_is_acked_not_run_again(monkeypatch) -> None:

@@ -40,7 +40,7 @@ class _Batch:
 
 
 def publish_pipelined(
-    params: pika.ConnectionParameters,
+    params: Sequence[pika.ConnectionParameters],
     messages: Sequence[Outgoing],
     *,
     window: int = 1000,
@@ -48,10 +48,27 @@ def publish_pipelined(
 ) -> list[tuple[str, str]]:
     """Publish every message persistent and mandatory; return the refused ones as (id, reason).
 
-    Raises BrokerUnavailable when the connection fails before every message is settled; the
-    messages not yet confirmed may or may not have been taken, so a caller that republishes them
-    must tolerate duplicates (consumers deduplicate by message id).
+    The broker addresses are tried in order until one accepts the connection. Raises
+    BrokerUnavailable when none does, or when the connection fails before every message is
+    settled; the messages not yet confirmed may or may not have been taken, so a caller that
+    republishes them must tolerate duplicates (consumers deduplicate by message id).
     """
+    failures = []
+    for candidate in params:
+        try:
+            return _publish_over(candidate, messages, window=window, timeout=timeout)
+        except _CannotConnect as e:
+            failures.append(f"{candidate.host}:{candidate.port}: {e}")
+    raise BrokerUnavailable(f"batch publish: no broker address accepted a connection ({'; '.join(failures)})")
+
+
+class _CannotConnect(BrokerUnavailable):
+    """This address refused the connection before anything was published: try the next one."""
+
+
+def _publish_over(
+    params: pika.ConnectionParameters, messages: Sequence[Outgoing], *, window: int, timeout: float
+) -> list[tuple[str, str]]:
     batch = _Batch(messages=messages, window=max(1, window))
     if not messages:
         return []
@@ -133,6 +150,8 @@ def publish_pipelined(
         connection.ioloop.start()
     except px.AMQPError as e:
         batch.failure = batch.failure or f"{type(e).__name__}: {e}"
+    if batch.failure is not None and batch.failure.startswith("cannot connect") and not batch.next_index:
+        raise _CannotConnect(batch.failure)
     if batch.failure is not None and not batch.done:
         raise BrokerUnavailable(
             f"batch publish failed after {batch.confirmed} of {len(messages)} confirmed: {batch.failure}"

@@ -8,8 +8,10 @@ pika's exceptions are translated into ``warren.errors`` at this boundary.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
+import random
 import socket
 import struct
 import time
@@ -49,14 +51,28 @@ _CONNECTION_ERRORS = (
 
 def connection_parameters(
     settings: Settings, *, name: str, blocked_timeout: float | None = None
-) -> pika.URLParameters:
-    """pika parameters from the settings; the URL's own options are kept, ours win where set.
+) -> list[pika.URLParameters]:
+    """pika parameters for each broker address, in the order to try them; the URL's own options
+    are kept, ours win where set.
+
+    Several addresses (the nodes of a cluster) are tried from a different one each time a
+    connection is opened, starting at a random one per process: clients spread over the nodes,
+    and a reconnect after losing a node tries the next node first.
 
     ``blocked_timeout``: how long a connection the broker blocks (a memory or disk alarm) may stay
     blocked before pika closes it. ``None`` for workers: an alarm pauses them, it must not tear
     down their connection (every unacked message would be redelivered, and counted). Producers
     pass their publish timeout, so a caller hears "unavailable" instead of waiting forever."""
-    url = settings.resolved_broker_url()
+    urls = settings.resolved_broker_urls()
+    start = next(_rotation) % len(urls)
+    return [_parameters(url, settings, name=name, blocked_timeout=blocked_timeout)
+            for url in urls[start:] + urls[:start]]
+
+
+_rotation = itertools.count(random.SystemRandom().randrange(1 << 16))
+
+
+def _parameters(url: str, settings: Settings, *, name: str, blocked_timeout: float | None) -> pika.URLParameters:
     try:
         params = pika.URLParameters(url)
     except Exception as e:  # pika raises several types for a malformed URL
@@ -168,8 +184,15 @@ class Session:
     @classmethod
     def open(cls, settings: Settings, *, name: str, blocked_timeout: float | None = None) -> Session:
         params = connection_parameters(settings, name=name, blocked_timeout=blocked_timeout)
-        with translated(f"connecting to {params.host}:{params.port}"):
+        where = ", ".join(f"{p.host}:{p.port}" for p in params)
+        with translated(f"connecting to {where}"):
             return cls(pika.BlockingConnection(params))
+
+    @property
+    def node(self) -> str:
+        """host:port of the broker address this connection reached."""
+        params = getattr(getattr(self._connection, "_impl", None), "params", None)
+        return f"{params.host}:{params.port}" if params is not None else "?"
 
     @property
     def is_open(self) -> bool:

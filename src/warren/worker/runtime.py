@@ -207,8 +207,8 @@ class Worker:
                                          (self.pool_names.suspect_queue, 1)):
                 session.consume(queue_name, prefetch=prefetch, on_delivery=self._dispatch,
                                 arguments=self.consumer_arguments)
-            log.info("worker %s consuming %s (prefetch %d) and %s (prefetch 1)", self.name,
-                     self.pool_names.queue, self.settings.prefetch, self.pool_names.suspect_queue)
+            log.info("worker %s consuming %s (prefetch %d) and %s (prefetch 1) on %s", self.name,
+                     self.pool_names.queue, self.settings.prefetch, self.pool_names.suspect_queue, session.node)
             self._health.ready()
             self._last_activity = time.monotonic()
             drain_deadline: float | None = None
