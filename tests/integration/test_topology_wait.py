@@ -24,12 +24,14 @@ from warren.errors import BrokerUnavailable
 from warren.testing.broker import LocalBroker
 
 pytestmark = pytest.mark.broker
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def topology_apply(env: dict[str, str], *args: str, stderr: Path) -> subprocess.Popen[str]:
     with stderr.open("w") as err:
         return subprocess.Popen([sys.executable, "-m", "warren", "topology", "apply", "selftest", *args],
-                                env={**os.environ, **env, "WARREN_LOG_LEVEL": "INFO"},
+                                env={**os.environ, **env, "WARREN_LOG_LEVEL": "INFO",
+                                     "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])},
                                 stdout=subprocess.PIPE, stderr=err, text=True)
 
 
