@@ -56,25 +56,30 @@ bench-autoscale: deps ## Simulate a traffic spike: Warren's autoscaling policy v
 KIND_CLUSTER ?= warren
 NAMESPACE ?= warren
 HELM_ARGS ?=
+# The oldest tool versions `make dev`, `make deploy` and `make e2e` accept (scripts/check-tools.sh):
+# skaffold.yaml is skaffold/v4beta13; Helm 4 works too (docs/kubernetes.md, server-side apply).
+HELM_VERSION ?= 3.14.0
+SKAFFOLD_VERSION ?= 2.16.0
+KIND_VERSION ?= 0.23.0
+export HELM_VERSION SKAFFOLD_VERSION KIND_VERSION
 
-define need
-	@command -v $(1) >/dev/null || { echo "$(1) is not installed: $(2)" >&2; exit 2; }
-endef
+kind-cluster: ## Create the kind cluster KIND_CLUSTER (a control plane and 3 workers: deploy/kind.yaml) unless it exists
+	bash scripts/check-tools.sh kind
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name '$(KIND_CLUSTER)' --config deploy/kind.yaml
 
-dev: ## Create a kind cluster if none exists, then `skaffold dev` (rebuild and redeploy on change)
-	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
-	$(call need,skaffold,https://skaffold.dev/docs/install/)
-	$(call need,helm,https://helm.sh/docs/intro/install/)
-	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name '$(KIND_CLUSTER)'
+dev: kind-cluster ## `skaffold dev` on the kind cluster: build, deploy, rebuild and redeploy on change
+	bash scripts/check-tools.sh helm skaffold
 	skaffold dev --kube-context 'kind-$(KIND_CLUSTER)'
 
 deploy: ## `helm upgrade --install` the chart into NAMESPACE on the current cluster (HELM_ARGS adds flags)
-	$(call need,helm,https://helm.sh/docs/intro/install/)
+	bash scripts/check-tools.sh helm
 	helm upgrade --install warren charts/warren --namespace '$(NAMESPACE)' --create-namespace --wait $(HELM_ARGS)
 
-e2e: deps images ## On the kind cluster: install the chart, `helm test`, and every chaos scenario with pods
-	$(call need,kind,https://kind.sigs.k8s.io/docs/user/quick-start/#installation)
-	$(call need,helm,https://helm.sh/docs/intro/install/)
+crds: ## Apply the chart's CRDs to the current cluster: Helm installs crds/ once and never upgrades them
+	kubectl apply --server-side -f charts/warren/crds/
+
+e2e: deps images kind-cluster ## On the kind cluster: install the chart, `helm test`, uninstall, and every chaos scenario with pods
+	bash scripts/check-tools.sh helm
 	kind load docker-image 'warren-worker:$(IMAGE_TAG)' 'warren-api:$(IMAGE_TAG)' 'warren-operator:$(IMAGE_TAG)' --name '$(KIND_CLUSTER)'
 	$(PYTHON) -m pytest -m kind tests/e2e tests/chaos $(PYTEST_ARGS)
 
@@ -100,4 +105,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-latency bench-autoscale dev deploy e2e docker images lint-images test-images
+.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-latency bench-autoscale kind-cluster dev deploy crds e2e docker images lint-images test-images

@@ -235,26 +235,32 @@ class WarrenAutoscaler:
 
 @dataclass
 class KedaHpa:
-    """KEDA's RabbitMQ scaler (QueueLength, AMQP: ready messages only) feeding the HPA's defaults."""
+    """KEDA's RabbitMQ scaler feeding the HPA: by default QueueLength over AMQP (ready messages
+    only, ``value`` per replica); ``mode="MessageRate"`` (HTTP: the management API's publish rate,
+    ``value`` messages per second per replica). The HPA's defaults unless tuned: a 300 s
+    scale-down window, scale-up by max(+4 pods, +100 %) per 15 s (``scale_up_unlimited``: as many
+    as recommended, like Warren's policy without a maxStep)."""
 
     label: str
     min_replicas: int
     max_replicas: int
-    messages_per_replica: float = 20.0
+    messages_per_replica: float = 20.0  # KEDA's `value`
     cache_seconds: int | None = None  # useCachedMetrics: the value of KEDA's last poll
     sync_seconds: int = 15
     tolerance: float = 0.1
     down_window: int = 300
+    mode: str = "QueueLength"
+    scale_up_unlimited: bool = False
     recommendations: list[tuple[int, int]] = field(default_factory=list)
     scale_ups: list[tuple[int, int]] = field(default_factory=list)
-    cached: int = 0
+    cached: float = 0
 
     def control(self, now: int, cluster: Cluster) -> int | None:
         if self.cache_seconds and now % self.cache_seconds == 0:
-            self.cached = cluster.ready
+            self.cached = self._metric(cluster)
         if now % self.sync_seconds != 0:
             return None
-        metric = self.cached if self.cache_seconds else cluster.ready
+        metric = self.cached if self.cache_seconds else self._metric(cluster)
         current = cluster.replicas
         recommended = self._replicas_for(metric, current)
         self.recommendations = [(at, r) for at, r in self.recommendations if at > now - self.down_window]
@@ -266,7 +272,12 @@ class KedaHpa:
             self.scale_ups.append((now, desired - current))
         return desired
 
-    def _replicas_for(self, metric: int, current: int) -> int:
+    def _metric(self, cluster: Cluster) -> float:
+        if self.mode == "MessageRate":  # the management API's 5 s average, refreshed every 5 s
+            return (cluster.sample.publish_rate or 0.0) if cluster.sample else 0.0
+        return cluster.ready
+
+    def _replicas_for(self, metric: float, current: int) -> int:
         usage_ratio = metric / (self.messages_per_replica * current) if current else math.inf
         if abs(1.0 - usage_ratio) <= self.tolerance:
             return current
@@ -274,6 +285,8 @@ class KedaHpa:
 
     def _scale_up_limit(self, now: int, current: int) -> int:
         """The HPA's default scale-up policies, Pods 4 and Percent 100 per 15 s, the larger wins."""
+        if self.scale_up_unlimited:
+            return self.max_replicas
         added = sum(n for at, n in self.scale_ups if at > now - self.sync_seconds)
         start = current - added
         return max(start + 4, math.ceil(start * 2.0))
@@ -392,6 +405,13 @@ def contenders(scenario: Scenario, args: argparse.Namespace) -> list[Autoscaler]
         WarrenAutoscaler("warren, publish rate withheld", spec, withhold_publish_rate=True),
         KedaHpa("keda default (HPA 15 s, live)", low, high),
         KedaHpa("keda, useCachedMetrics (30 s)", low, high, cache_seconds=30),
+        # Tuned as a user would for this job: KEDA polling every 5 s (useCachedMetrics), the HPA's scale-down window
+        # as Warren's (60 s) and no scale-up step limit (Warren's has none here either); the
+        # HPA itself still syncs every 15 s (a kube-controller-manager flag, not the user's).
+        KedaHpa("keda tuned, QueueLength 20", low, high, cache_seconds=5, down_window=60, scale_up_unlimited=True),
+        # MessageRate: replicas for the publish rate at `value` 2 msg/s each, one worker's rate.
+        KedaHpa("keda tuned, MessageRate 2/s", low, high, messages_per_replica=1 / scenario.service_seconds,
+                mode="MessageRate", cache_seconds=5, down_window=60, scale_up_unlimited=True),
     ]
 
 
@@ -412,8 +432,8 @@ def plot(runs: list[Run], scenario: Scenario, path: Path, *, name: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 8), sharex=True, constrained_layout=True)
-    styles = ["-", "--", "-", ":"]
-    colors = ["tab:blue", "tab:cyan", "tab:red", "tab:orange"]
+    styles = ["-", "--", "-", ":", "-.", "-."]
+    colors = ["tab:blue", "tab:cyan", "tab:red", "tab:orange", "tab:green", "tab:purple"]
     for run, style, color in zip(runs, styles, colors, strict=False):
         seconds = range(len(run.waiting))
         top.plot(seconds, run.waiting, style, color=color, label=run.label, linewidth=1.6)

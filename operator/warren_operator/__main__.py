@@ -31,8 +31,6 @@ def main() -> None:
         sys.exit(EXIT_CONFIG)
     kopf.configure(debug=settings.log_level == "DEBUG", log_prefix=True)
     logging.getLogger().setLevel(settings.log_level)
-    if settings.log_level != "DEBUG":
-        logging.getLogger("kopf.objects").addFilter(_quiet_timer_runs)
     if settings.metrics_port:
         try:
             telemetry.serve(settings.metrics_port)
@@ -46,13 +44,6 @@ def main() -> None:
     asyncio.run(kopf.operator(
         clusterwide=not settings.namespace, namespaces=[settings.namespace] if settings.namespace else (),
         standalone=True, liveness_endpoint=settings.liveness_endpoint))
-
-
-def _quiet_timer_runs(record: logging.LogRecord) -> bool:
-    """Drop kopf's "Timer 'autoscale' succeeded." (INFO): the timer ticks every second for each
-    WorkerAutoscaler, to act every pollSeconds; what it decides is logged, and posted as Events."""
-    message = record.getMessage()
-    return not (record.levelno == logging.INFO and message.startswith("Timer ") and message.endswith(" succeeded."))
 
 
 if __name__ == "__main__":

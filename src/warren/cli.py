@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("pools", nargs="*", help="pools to include (default: every installed pool)")
         if action == "show":
             p.add_argument("--json", action="store_true", help="print JSON (the default is a short listing)")
+        else:
+            p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="keep trying to reach the broker (and the nodes) for this long (default: try once)")
+            p.add_argument("--wait-for-nodes", type=int, default=0, metavar="N",
+                           help="first wait until N RabbitMQ nodes run (management API), so quorum queues "
+                                "get a member on each")
+            p.add_argument("--management-port", type=int, default=15672, help="the management API's port")
     return parser
 
 
@@ -140,7 +148,6 @@ def guarded(command: Callable[[Settings], int], *, prog: str = "warren") -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from warren.broker import Session
     from warren.producer import Producer, task_message
 
     if args.command == "worker":
@@ -196,7 +203,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 for b in topo.bindings:
                     print(f"binding  {b.source} -> {b.destination} [{b.routing_key}]")
             return 0
-        session = Session.open(settings, name="warren-topology")
+        from warren import readiness
+
+        deadline = time.monotonic() + args.wait
+        if args.wait_for_nodes > 1:
+            running = readiness.wait_for_nodes(settings, nodes=args.wait_for_nodes,
+                                               management_port=args.management_port, deadline=deadline)
+            log.info("%d RabbitMQ nodes running", running)
+        session = readiness.open_session(settings, name="warren-topology", deadline=deadline)
         try:
             topology.apply(session, topo)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import string
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import Chart, HelmValuesError, lint, package, values_from_yaml
+from helm_python import Chart, HelmRenderError, HelmValuesError, lint, package, values_from_yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 from tests.chart.rendering import CHART, DIGEST, RELEASE, VALUE_SETS, Render, render
@@ -165,6 +166,18 @@ def test_generated_credentials_are_random_and_shared_by_the_broker_url(chart, re
     assert again["rabbitmq-password"] != password  # generated, not a constant (lookup keeps it on upgrades)
 
 
+def test_an_upgrade_that_cannot_read_the_credentials_fails_instead_of_replacing_them(chart) -> None:
+    """Under `helm template` (GitOps) or without `get` on Secrets lookup finds nothing: new random
+    credentials would lock every role out and stop the nodes clustering."""
+    with pytest.raises(HelmRenderError) as raised:
+        chart.render({}, name=RELEASE, namespace="warren", is_upgrade=True, is_install=False)
+    assert "rabbitmq.auth.existingSecret" in str(raised.value) and f"Secret {RELEASE}-rabbitmq" in str(raised.value)
+    # With the credentials managed outside Helm there is nothing to generate: the upgrade renders.
+    upgraded = chart.render({"rabbitmq": {"auth": {"existingSecret": "rabbitmq-credentials"}}}, name=RELEASE,
+                            namespace="warren", is_upgrade=True, is_install=False)
+    assert "kind: StatefulSet" in upgraded[f"{RELEASE}/templates/rabbitmq-statefulset.yaml"]
+
+
 def test_the_rabbitmq_secret_outlives_the_release(renders) -> None:
     secret = renders["default"].get("Secret", f"{RELEASE}-rabbitmq")
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -291,7 +304,13 @@ def test_a_worker_applies_its_topology_then_consumes_its_pool(rendered: Render) 
         target = rendered.values["pools"][pool].get("target", pool)
         spec = d["spec"]["template"]["spec"]
         (init,) = spec["initContainers"]
-        assert init["command"] == ["warren", "topology", "apply", target]
+        # It waits for the broker (no crash loop while RabbitMQ starts) and, with a cluster, for
+        # every node: quorum queues declared earlier would get fewer members.
+        wait = ["--wait", str(rendered.values["workers"]["topologyWaitSeconds"])]
+        rabbitmq = rendered.values["rabbitmq"]
+        clustered = rabbitmq["enabled"] and rabbitmq["replicas"] > 1
+        nodes = ["--wait-for-nodes", str(rabbitmq["replicas"])] if clustered else []
+        assert init["command"] == ["warren", "topology", "apply", target, *wait, *nodes]
         (worker,) = spec["containers"]
         assert worker["command"] + worker["args"] == ["warren", "worker", target]
         assert env_of(worker)["WARREN_PREFETCH"] == str(pool_settings(rendered, pool)["prefetch"])
@@ -361,7 +380,9 @@ def test_the_default_broker_is_one_node_for_development(renders) -> None:
     r = renders["default"]
     sts = r.get("StatefulSet", f"{RELEASE}-rabbitmq")
     assert sts["spec"]["replicas"] == 1
-    assert "lifecycle" not in sts["spec"]["template"]["spec"]["containers"][0]  # no quorum to wait for
+    pre_stop = sts["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][2]
+    assert "await_online_quorum_plus_one" not in pre_stop  # no quorum to wait for
+    assert "rabbitmq-upgrade drain" in pre_stop
 
 
 def test_the_three_node_profile_clusters_for_quorum_queues(renders) -> None:
@@ -379,15 +400,54 @@ def test_the_three_node_profile_clusters_for_quorum_queues(renders) -> None:
     assert conf["cluster_partition_handling"] == "pause_minority"
     assert conf["queue_leader_locator"] == "balanced"
     assert "{quorum_cluster_size, 3}" in rabbitmq_config(r)["advanced.config"]
+    # Queues declared before every node joined (a fresh install, a scale-up) grow to 3 members.
+    assert "{quorum_membership_reconciliation_enabled, true}" in rabbitmq_config(r)["advanced.config"]
+    assert "{quorum_membership_reconciliation_target_group_size, 3}" in rabbitmq_config(r)["advanced.config"]
+    assert conf["cluster_formation.target_cluster_size_hint"] == "3"
+    assert "The workers' topology step waits until all 3 nodes run" in r.notes
     assert r.configmap["WARREN_QUEUE_TYPE"] == "quorum"
     container = sts["spec"]["template"]["spec"]["containers"][0]
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[:2] == ["rabbitmq-upgrade", "await_online_quorum_plus_one"]
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"][2].splitlines()
+    # A majority for every quorum queue elsewhere first, then the node drained (clients, leaders moved).
+    assert [line.split()[:2] for line in pre_stop if not line.startswith("#")] == [
+        ["rabbitmq-upgrade", "await_online_quorum_plus_one"], ["rabbitmq-upgrade", "drain"]]
     # Node names are what peer discovery rebuilds: host name + cluster_formation.k8s.hostname_suffix.
     suffix = conf["cluster_formation.k8s.hostname_suffix"].replace(r.namespace, "$(MY_POD_NAMESPACE)")
     assert env_of(container)["RABBITMQ_NODENAME"] == f"rabbit@$(MY_POD_NAME){suffix}"
     assert r.get("PodDisruptionBudget", f"{RELEASE}-rabbitmq")["spec"]["maxUnavailable"] == 1
     assert r.get("Service", headless)["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_the_alarms_count_on_the_container_not_the_host(renders) -> None:
+    conf = conf_lines(renders["default"])
+    limit = 1024**3  # values.yaml: a 1Gi memory limit
+    assert int(conf["total_memory_available_override_value"]) == limit - limit // 5
+    assert conf["vm_memory_high_watermark.relative"] == "0.6"
+    assert int(conf["disk_free_limit.absolute"]) == 2 * 1024**3  # not the 50 MB default: an 8Gi volume
+
+
+def test_a_disk_limit_above_half_the_volume_fails_the_render(chart) -> None:
+    with pytest.raises(HelmRenderError, match=r"rabbitmq\.diskFreeLimit"):
+        chart.render({"rabbitmq": {"diskFreeLimit": "5Gi"}}, name=RELEASE, namespace="warren")
+
+
+def test_an_autoscaled_deployment_renders_its_live_replicas(chart, tmp_path) -> None:
+    """Switching autoscaling on must not reset a pool to 1 (Helm drops a field the chart stops
+    rendering): the template renders the live count. No cluster here, so the helper that decides is
+    rendered by Helm with what lookup would return."""
+    probe = tmp_path / "warren"
+    shutil.copytree(CHART, probe)
+    cases = {"on-live": '(dict "autoscaled" true "replicas" 2 "live" (dict "spec" (dict "replicas" 7)))',
+             "on-new": '(dict "autoscaled" true "replicas" 2 "live" dict)',
+             "off-live": '(dict "autoscaled" false "replicas" 2 "live" (dict "spec" (dict "replicas" 7)))'}
+    lines = [f'  {case}: {{{{ include "warren.workerReplicas" {args} | quote }}}}' for case, args in cases.items()]
+    (probe / "templates" / "zz-probe.yaml").write_text(
+        "\n".join(["apiVersion: v1", "kind: ConfigMap", "metadata: {name: probe}", "data:", *lines, ""]))
+    with Chart.load(probe) as loaded:
+        data = yaml.safe_load(loaded.render({}, name=RELEASE, namespace="warren")[f"{RELEASE}/templates/zz-probe.yaml"])
+    assert data["data"] == {"on-live": "replicas: 7", "on-new": "", "off-live": "replicas: 2"}
+    template = (CHART / "templates" / "worker-deployments.yaml").read_text()
+    assert '"live" (lookup "apps/v1" "Deployment"' in template
 
 
 def test_the_plugins_and_ports(renders) -> None:
@@ -399,11 +459,13 @@ def test_the_plugins_and_ports(renders) -> None:
     assert {p["containerPort"] for p in container["ports"]} >= {5672, 15672, 15692, 4369, 25672}
 
 
-def test_peer_discovery_may_only_get_its_own_endpoints(renders) -> None:
+def test_peer_discovery_may_only_get_its_own_endpoints_and_post_events(renders) -> None:
     r = renders["three-node"]
-    (rule,) = r.get("Role", f"{RELEASE}-rabbitmq-peer-discovery")["rules"]
-    assert rule == {"apiGroups": [""], "resources": ["endpoints"],
-                    "resourceNames": [f"{RELEASE}-rabbitmq-headless"], "verbs": ["get"]}
+    rules = r.get("Role", f"{RELEASE}-rabbitmq-peer-discovery")["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["endpoints"],
+                      "resourceNames": [f"{RELEASE}-rabbitmq-headless"], "verbs": ["get"]},
+                     # the plugin records its cluster-formation steps as Events on its pod
+                     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     binding = r.get("RoleBinding", f"{RELEASE}-rabbitmq-peer-discovery")
     sts_spec = r.get("StatefulSet", f"{RELEASE}-rabbitmq")["spec"]["template"]["spec"]
     assert binding["subjects"][0]["name"] == sts_spec["serviceAccountName"]
@@ -412,7 +474,9 @@ def test_peer_discovery_may_only_get_its_own_endpoints(renders) -> None:
 def test_rabbitmq_probes_follow_upstream(renders) -> None:
     container = renders["default"].main_container("StatefulSet", f"{RELEASE}-rabbitmq")
     assert container["livenessProbe"]["exec"]["command"] == ["rabbitmq-diagnostics", "-q", "ping"]
-    assert container["readinessProbe"]["exec"]["command"] == ["rabbitmq-diagnostics", "-q", "check_port_connectivity"]
+    # Readiness is the AMQP listener accepting connections: no CLI (an Erlang VM) started every period.
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "amqp"}
+    assert "exec" not in container["readinessProbe"]
     assert container["livenessProbe"]["timeoutSeconds"] >= 10 and container["livenessProbe"]["periodSeconds"] >= 30
 
 

@@ -111,8 +111,8 @@ def test_the_operator_role_grants_only_what_it_does(renders, with_operator) -> N
         scaled = tuple(sorted(spec["targetRef"]["name"] for spec in autoscalers(r).values()))
         (secret,) = {spec["managementSecretRef"]["name"] for spec in autoscalers(r).values()}
         assert rules(r) == sorted([
-            # kopf: its resources (the finalizer its timer needs is a patch), their status, Events.
-            ("warren.dev", "workerautoscalers", (), ("list", "patch", "watch")),
+            # kopf: its resources (read only: no finalizer), their status, Events.
+            ("warren.dev", "workerautoscalers", (), ("list", "watch")),
             ("warren.dev", "workerautoscalers/status", (), ("patch",)),
             ("", "events", (), ("create",)),
             # The decision: one Secret, the scale of the autoscaled Deployments only, and the pods'

@@ -1,5 +1,6 @@
 """On a real cluster (kind, `make e2e`): `helm install` the chart, every pod becomes ready, and
-`helm test` proves a task goes through the deployed broker and workers. Skipped where no cluster
+`helm test` proves a task goes through the deployed broker and workers, the operator scales a pool,
+and `helm uninstall` finishes within a minute leaving no WorkerAutoscaler. Skipped where no cluster
 can run (these machines); the chaos scenarios' Kubernetes adapter covers pods deleted mid-task."""
 
 from __future__ import annotations
@@ -74,3 +75,15 @@ def test_the_operator_scales_a_pool_up_with_its_backlog_and_back_down(release: s
            timeout=180, what="the selftest pool back to 1 worker")
     assert _jsonpath(release, autoscaler.split("/")[0], "warren-worker-selftest",
                      '{.status.conditions[?(@.type=="BrokerReachable")].status}') == "True"
+
+
+def test_helm_uninstall_finishes_within_a_minute_and_leaves_no_workerautoscaler(release: str) -> None:
+    """Helm deletes the operator before the custom resources: were a finalizer left on a
+    WorkerAutoscaler, nothing would remove it and the uninstall (and the namespace) would hang."""
+    started = time.monotonic()
+    done = subprocess.run(["helm", "uninstall", "warren", "--namespace", release, "--wait", "--timeout", "60s"],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    left = kubectl("get", "workerautoscalers", "-o", "name", namespace=release).stdout.strip()
+    assert left == "", f"left behind: {left}"

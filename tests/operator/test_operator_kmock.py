@@ -9,11 +9,14 @@ One operator run plays the whole story (it takes a few seconds to start and stop
   that the pods whose consumers (real ones, on the broker, named after their pod) hold unacked
   messages got a higher ``pod-deletion-cost`` than the idle ones, which got ``0``;
 - a WorkerAutoscaler whose spec cannot be used says so in ``SpecValid=False``, and scales nothing;
+- one whose Deployment does not exist says so in ``TargetFound=False`` and one warning Event;
 - one whose management API does not answer says ``BrokerReachable=False`` and holds its replicas;
 - all of it shows on the Prometheus endpoint, scraped over HTTP, and a deleted WorkerAutoscaler's
   series are gone;
 - the Kubernetes API calls the operator made (kopf's and the handlers') are exactly those the
-  chart's Role grants.
+  chart's Role grants; none of them ever wrote a WorkerAutoscaler's metadata (no finalizer, no
+  kopf bookkeeping), so once the operator is stopped a WorkerAutoscaler is still deleted at once
+  (`helm uninstall` deletes the operator before the custom resources).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ DEPLOYMENTS, SECRETS, PODS = "apps/v1/deployments", "v1/secrets", "v1/pods"
 # (resource, verb) as a Role's rules name them: what the chart's operator Role must grant, no more.
 OPERATOR_API_CALLS = {
     ("warren.dev", "workerautoscalers", "list"), ("warren.dev", "workerautoscalers", "watch"),
-    ("warren.dev", "workerautoscalers", "patch"), ("warren.dev", "workerautoscalers/status", "patch"),
+    ("warren.dev", "workerautoscalers/status", "patch"),
     ("", "events", "create"), ("", "secrets", "get"), ("", "pods", "list"), ("", "pods", "patch"),
     ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch"),
 }
@@ -136,6 +139,14 @@ def _failed_polls(name: str) -> float:
     return sample or 0.0
 
 
+def test_kopf_would_keep_its_progress_in_annotations_not_in_the_pruned_status() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings=settings)
+    for storage in (settings.persistence.progress_storage, settings.persistence.diffbase_storage):
+        assert isinstance(storage, kopf.AnnotationsProgressStorage | kopf.AnnotationsDiffBaseStorage), storage
+        assert storage.prefix == handlers.GROUP
+
+
 @pytest.mark.parametrize(("change", "accepted"), [
     ({}, True),  # the example the story uses
     ({"minReplicas": 0}, True),  # a Deployment may sleep at zero
@@ -185,6 +196,26 @@ async def _story(broker: LocalBroker, queue: str, kubeconfig_path: Path) -> None
         finally:
             metrics.shutdown()
             await asyncio.to_thread(consumers.close)
+        await _deleted_with_the_operator_stopped(emulator, wsa)
+
+
+async def _deleted_with_the_operator_stopped(emulator: Emulator, wsa: str) -> None:
+    """What `helm uninstall` does: the operator is gone first, then its WorkerAutoscalers."""
+    written = [r for r in operator_requests(emulator)
+               if r.resource == kmock.resource(handlers.GROUP, handlers.VERSION, handlers.PLURAL)
+               and r.action not in (kmock.action.LIST, kmock.action.WATCH) and r.subresource != "status"]
+    assert written == [], "the operator never writes a WorkerAutoscaler itself (finalizers, kopf's annotations)"
+    requests_before = len(operator_requests(emulator))
+    api = kubernetes.client.CustomObjectsApi()
+    for name in ("payments", "sms", "orders"):
+        assert not emulator.objects[wsa, NS, name].get("metadata", {}).get("finalizers"), name
+        # Through the Kubernetes client, as Helm would (kmock's own client is not served once kopf
+        # has been cancelled mid-watch).
+        await asyncio.to_thread(api.delete_namespaced_custom_object, handlers.GROUP, handlers.VERSION, NS,
+                                handlers.PLURAL, name)
+        assert emulator.objects[wsa, NS, name].deleted, f"{name} deleted at once, not left Terminating"
+    later = [r for r in operator_requests(emulator)[requests_before:] if r.action != kmock.action.DELETE]
+    assert later == [], "the stopped operator left nothing running"
 
 
 async def _run_story(emulator: Emulator, wsa: str, broker: LocalBroker, queue: str, *,
@@ -196,6 +227,7 @@ async def _run_story(emulator: Emulator, wsa: str, broker: LocalBroker, queue: s
         await _create(emulator, wsa, _autoscaler("email", queue=queue, secret="nowhere"))
         await _create(emulator, wsa, _autoscaler("sms", queue=queue, secret="rabbitmq-management",
                                                  minReplicas=5, maxReplicas=2))
+        await _create(emulator, wsa, _autoscaler("orders", queue=queue, secret="rabbitmq-management"))
 
         await asyncio.to_thread(_publish, broker, queue, count=40)
         await _eventually(lambda: _replicas(emulator, "payments") == 4, timeout=20,
@@ -228,6 +260,12 @@ async def _run_story(emulator: Emulator, wsa: str, broker: LocalBroker, queue: s
                           timeout=10, what="SpecValid=False on the invalid spec")
         assert "maxReplicas" in _condition(emulator, wsa, "sms", "SpecValid")["message"]
         assert _replicas(emulator, "sms") == 3
+
+        await _eventually(lambda: _condition(emulator, wsa, "orders", "TargetFound").get("status") == "False",
+                          timeout=10, what="TargetFound=False for a Deployment that does not exist")
+        assert _condition(emulator, wsa, "orders", "TargetFound")["reason"] == "DeploymentNotFound"
+        missing = [event for event in _events(emulator) if event["reason"] == "TargetNotFound"]
+        assert [(event["type"], event["involvedObject"]["name"]) for event in missing] == [("Warning", "orders")]
 
         await _eventually(lambda: _condition(emulator, wsa, "email", "BrokerReachable").get("status") == "False",
                           timeout=10, what="BrokerReachable=False with nothing listening")

@@ -359,3 +359,55 @@ url: {{ $m.url | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+A Kubernetes quantity (256Mi, 1Gi, 2G, 1500000000) in bytes, as an integer string.
+*/}}
+{{- define "warren.bytes" -}}
+{{- $quantity := toString . -}}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- $suffix := regexFind "(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)$" $quantity -}}
+{{- printf "%.0f" (floor (mulf (float64 (trimSuffix $suffix $quantity)) (get $units $suffix))) -}}
+{{- end }}
+
+{{/*
+What RabbitMQ may count on (total_memory_available_override_value), in bytes: the container's
+memory limit less headroom for the Erlang VM beyond what RabbitMQ tracks, a fifth of the limit
+but at most 2 GiB (the RabbitMQ Cluster Operator's rule). Without it RabbitMQ reads the host's RAM.
+*/}}
+{{- define "warren.rabbitmq.memoryAvailable" -}}
+{{- $limit := int64 (include "warren.bytes" .Values.rabbitmq.resources.limits.memory) -}}
+{{- sub $limit (min (div $limit 5) 2147483648) -}}
+{{- end }}
+
+{{/*
+A worker Deployment's replicas. Not autoscaled: the pool's count. Autoscaled: the live count when
+the Deployment exists (lookup), so that neither switching autoscaling on (Helm would drop the
+field and Kubernetes reset it to 1) nor a later upgrade undoes what the operator set; else none
+(a new Deployment starts at 1 and the operator scales it within a poll). Called with
+(dict "autoscaled" BOOL "replicas" N "live" LOOKUP-RESULT).
+*/}}
+{{- define "warren.workerReplicas" -}}
+{{- if not .autoscaled -}}
+replicas: {{ .replicas }}
+{{- else if and .live .live.spec (hasKey .live.spec "replicas") -}}
+replicas: {{ .live.spec.replicas }}
+{{- end -}}
+{{- end }}
+
+{{/*
+The topology step's command: wait for the broker (and, for the bundled cluster, every node),
+then declare. Called with (dict "root" $ "target" POOLTARGET).
+*/}}
+{{- define "warren.topologyCommand" -}}
+- warren
+- topology
+- apply
+- {{ .target | quote }}
+- --wait
+- {{ .root.Values.workers.topologyWaitSeconds | quote }}
+{{- if and .root.Values.rabbitmq.enabled (gt (int .root.Values.rabbitmq.replicas) 1) }}
+- --wait-for-nodes
+- {{ .root.Values.rabbitmq.replicas | quote }}
+{{- end }}
+{{- end }}
