@@ -48,6 +48,9 @@ bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one privat
 bench-latency: deps ## Benchmark latency at a fixed rate (p50/p95/p99): Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.latency
 
+bench-cluster: deps images ## The price of replication: throughput and publish-confirm latency on 1 node against 3 (Docker)
+	$(PYTHON) -m bench.cluster
+
 bench-autoscale: deps ## Simulate a traffic spike: Warren's autoscaling policy vs KEDA's defaults (table + PNG)
 	$(PYTHON) -m bench.autoscale
 
@@ -105,4 +108,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-latency bench-autoscale kind-cluster dev deploy crds e2e docker images lint-images test-images
+.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-latency bench-cluster bench-autoscale kind-cluster dev deploy crds e2e docker images lint-images test-images

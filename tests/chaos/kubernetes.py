@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support.docker import free_ports
+from warren.testing.cluster import DockerCluster, Node
 from warren_shop import pipeline as shop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,4 +184,99 @@ class KubernetesPlatform:
     def close(self) -> None:
         if self._forward is not None:
             self._forward.terminate()
+        kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+
+class KubernetesRabbitCluster(DockerCluster):
+    """The chart's RabbitMQ StatefulSet with the production-like values (3 nodes, quorum queues on
+    all of them), with ``DockerCluster``'s node operations mapped onto its pods: kill = forced pod
+    deletion, stop = pod deletion (the preStop drains), freeze = SIGSTOP to the node's processes,
+    cut off = a NetworkPolicy isolating the pod (it needs a CNI that enforces NetworkPolicies:
+    kind's default kindnet does not; install Calico or Cilium). Each node is reached through a
+    ``kubectl port-forward`` to its pod, restarted with the pod; the management API, leaders and
+    membership are read as on Docker."""
+
+    def __init__(self, *, namespace: str, size: int = 3) -> None:
+        self.namespace = namespace
+        self.size = size
+        values = {"api": {"enabled": False}, "pools": {pool: {"enabled": False} for pool in shop.POOLS},
+                  "rabbitmq": {"replicas": size}}
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(values, f)
+            f.flush()
+            subprocess.run(["helm", "upgrade", "--install", RELEASE, str(ROOT / "charts" / "warren"), "--namespace",
+                            namespace, "--create-namespace", "--wait", "--timeout", "15m", "--values",
+                            str(ROOT / "charts" / "warren" / "values-production.yaml"), "--values", f.name],
+                           check=True, capture_output=True, text=True, timeout=1000)
+        secret = json.loads(kubectl("get", "secret", f"{RELEASE}-rabbitmq", "-o", "json", namespace=namespace).stdout)
+        password = base64.b64decode(secret["data"]["rabbitmq-password"]).decode()
+        self.credentials = f"warren:{password}"
+        ports = iter(free_ports(2 * size))
+        self.nodes = [Node(name=f"rabbit@{RELEASE}-rabbitmq-{n}", hostname=f"{RELEASE}-rabbitmq-{n}",
+                           container=f"{RELEASE}-rabbitmq-{n}", amqp_port=next(ports), management_port=next(ports))
+                      for n in range(size)]
+        self._forwards: dict[str, subprocess.Popen[bytes]] = {}
+        for node in self.nodes:
+            self._forward(node)
+        self.wait_formed(timeout=300)
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        return [f"amqp://{self.credentials}@127.0.0.1:{n.amqp_port}/%2F" for n in self.nodes]
+
+    def _forward(self, node: Node) -> None:
+        if (old := self._forwards.pop(node.container, None)) is not None:
+            old.terminate()
+        kubectl("wait", "--for=condition=Ready", f"pod/{node.container}", "--timeout=300s",
+                namespace=self.namespace, timeout=320)
+        self._forwards[node.container] = subprocess.Popen(
+            ["kubectl", "--namespace", self.namespace, "port-forward", f"pod/{node.container}",
+             f"{node.amqp_port}:5672", f"{node.management_port}:15672"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _exec(self, node: Node, *command: str) -> subprocess.CompletedProcess[str]:
+        return kubectl("exec", node.container, "-c", "rabbitmq", "--", *command, namespace=self.namespace,
+                       check=False, timeout=120)
+
+    def kill(self, node: Node) -> None:
+        kubectl("delete", "pod", node.container, "--grace-period=0", "--force", namespace=self.namespace)
+
+    def stop(self, node: Node, timeout: int = 300) -> None:
+        kubectl("delete", "pod", node.container, namespace=self.namespace, timeout=timeout + 60)
+
+    def start_node(self, node: Node) -> None:  # the StatefulSet recreates the pod
+        self._forward(node)
+
+    def restart(self, node: Node) -> None:
+        self.stop(node)
+        self.start_node(node)
+
+    def freeze(self, node: Node) -> None:
+        self._exec(node, "sh", "-c", "kill -STOP -1")
+
+    def thaw(self, node: Node) -> None:
+        kubectl("debug", node.container, "--profile=general", "--image=busybox", "--target=rabbitmq", "--",
+                "kill", "-CONT", "-1", namespace=self.namespace, check=False)
+
+    def cut_off(self, node: Node) -> None:
+        policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": f"cut-{node.container}"},
+                  "spec": {"podSelector": {"matchLabels": {"statefulset.kubernetes.io/pod-name": node.container}},
+                           "policyTypes": ["Ingress", "Egress"]}}
+        kubectl("apply", "-f", "-", namespace=self.namespace, stdin=json.dumps(policy))
+
+    def reconnect(self, node: Node) -> None:
+        kubectl("delete", "networkpolicy", f"cut-{node.container}", namespace=self.namespace)
+
+    def wait_for_quorum_plus_one(self, node: Node, *, timeout: float = 120) -> None:
+        done = self._exec(node, "rabbitmq-upgrade", "await_online_quorum_plus_one", "-t", str(int(timeout)))
+        assert done.returncode == 0, done.stderr
+
+    def logs(self, node: Node) -> str:
+        return kubectl("logs", node.container, "-c", "rabbitmq", "--tail", "200", namespace=self.namespace,
+                       check=False).stdout
+
+    def close(self) -> None:
+        for forward in self._forwards.values():
+            forward.terminate()
         kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,11 @@ class SelftestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WARREN_SELFTEST_", extra="ignore", frozen=True)
 
     extra_ms: int = Field(default=0, ge=0, le=600_000, description="Added to every selftest work task, ms.")
+    effects_file: Path | None = Field(
+        default=None,
+        description="Each work task that runs appends its id here: a count of what the handlers did that "
+        "does not rely on Warren's own events (chaos tests compare the two).",
+    )
 
 
 @functools.cache
@@ -58,9 +64,14 @@ def _settings() -> SelftestSettings:
 
 @pool.task
 def work(payload: Work, ctx: TaskContext) -> dict[str, object]:
-    ms = payload.ms + _settings().extra_ms
+    settings = _settings()
+    ms = payload.ms + settings.extra_ms
     if ms:
         time.sleep(ms / 1000)
+    if settings.effects_file is not None:
+        # One short O_APPEND write per task: lines from concurrent processes never interleave.
+        with settings.effects_file.open("a", encoding="utf-8") as effects:
+            effects.write(f"{ctx.task_id}\n")
     done = {
         "id": ctx.task_id,
         "worker": ctx.worker,
