@@ -120,8 +120,8 @@ class Settings(BaseSettings):
 
     def resolved_broker_url(self) -> str:
         """The broker URL with file-mounted credentials applied. Secret: never log it."""
-        url = _read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
-        password = _read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
+        url = read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
+        password = read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
         if password is None and self.broker_password is not None:
             password = self.broker_password.get_secret_value()
         if self.broker_username is None and password is None:
@@ -157,7 +157,7 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def _read_secret_file(path: Path | None, setting: str) -> str | None:
+def read_secret_file(path: Path | None, setting: str) -> str | None:
     if path is None:
         return None
     try:
