@@ -52,11 +52,12 @@ class LocalApi:
             time.sleep(0.1)
         return self
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+             ) -> tuple[int, Any]:
         """(status, decoded JSON body); status 0 when nothing answered."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+            self.url + path, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -71,6 +72,16 @@ class LocalApi:
             self.proc.terminate()
             self.proc.wait(timeout=15)
         self._log.close()
+
+
+def db_upgrade(env: dict[str, str]) -> str:
+    """``warren-shop db upgrade`` with ``env``, as the chart's init containers run it before any
+    role starts: what it says. RuntimeError if it fails."""
+    done = subprocess.run([sys.executable, "-m", "warren_shop", "db", "upgrade"], capture_output=True, text=True,
+                          env={**os.environ, **env, "PYTHONPATH": child_python_path(env)}, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`warren-shop db upgrade` exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip().removeprefix("warren-shop: ")
 
 
 def postgresql_installed() -> bool:

@@ -25,10 +25,6 @@ class ShopSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WARREN_SHOP_", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(
-        default=Path("/tmp/warren-shop"),
-        description="Where the roles keep their state (SQLite): stock, charges, labels, counts, audit log.",
-    )
     database_url: SecretStr = Field(
         default=SecretStr(DEFAULT_DATABASE_URL),
         description="The database every role and the API share: postgresql://user:password@host/db in "

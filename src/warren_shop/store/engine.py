@@ -37,6 +37,9 @@ from warren_shop.settings import shop_settings
 
 T = TypeVar("T")
 log = logging.getLogger("warren_shop.store")
+# Alembic announces its plugins and its dialect at INFO whenever a worker checks the schema: noise.
+# What `warren-shop db upgrade` did, it says itself.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class StoreUnavailable(RetryableError, WarrenError):
