@@ -83,9 +83,14 @@ def deliver(*, channel: str, notification_id: str, recipient: str, content: str,
 
             store.transaction(give_back)
             raise
+        # It was sent: that must be on record, or a retry would send it again. Wait for a database
+        # that went away as long as the claim holds other senders off.
+        window = max(store.retry_seconds, lease.total_seconds())
         store.transaction(lambda conn: effects.deliver(conn, notification_id=notification_id, channel=channel,
-                                                       recipient=recipient, content=content, cause=Cause.of(ctx)))
-        store.transaction(lambda conn: records.finish(conn, notification_id, "sent", Cause.of(ctx)))
+                                                       recipient=recipient, content=content, cause=Cause.of(ctx)),
+                          retry_seconds=window)
+        store.transaction(lambda conn: records.finish(conn, notification_id, "sent", Cause.of(ctx)),
+                          retry_seconds=window)
     elif claimed.status != "sent":
         return False  # it failed before (the API could not queue it): not sent now
     event = {"id": notification_id, "channel": channel}
