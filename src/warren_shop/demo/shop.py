@@ -26,16 +26,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from warren.broker import Session
-from warren.config import Settings, settings_from_env
+from warren.config import Settings
 from warren.producer import Producer
 from warren.testing.ledger import Ledger, Report
-from warren.testing.processes import LocalWorker
-from warren.topology import apply
-from warren_shop import pipeline as shop
 from warren_shop.demo import provision_broker, say
 from warren_shop.demo.view import LiveView
-from warren_shop.local import LocalApi, db_upgrade
+from warren_shop.local import LocalApi, LocalShop
+from warren_shop.pipeline import POOLS
 from warren_shop.store import Store
 from warren_shop.store.schema import charges, payment_attempts
 
@@ -76,43 +73,23 @@ def run(settings: Settings) -> int:
         broker = provision_broker(stack, work_dir, settings)
         env = {**ENV, "WARREN_BROKER_URL": broker.url, "WARREN_NAMESPACE": f"shop{secrets.token_hex(3)}",
                "WARREN_SHOP_DATABASE_URL": provision_database(work_dir)}
-        say(db_upgrade(env))
-        demo = settings_from_env(env)
-        session = Session.open(demo, name="warren-demo")
-        apply(session, shop.build_topology(demo, subscriptions=(shop.OUTCOMES,)))
-        session.close()
-
-        workers: list[LocalWorker] = []
-
-        def stop_workers() -> None:
-            for w in workers:
-                w.stop()
-
-        stack.callback(stop_workers)
-        for pool in shop.POOLS:
-            for n in range(REPLICAS.get(pool, 1)):
-                workers.append(LocalWorker(env, work_dir, pool=pool, name=f"{pool}{n + 1}"))
-        api = LocalApi(env, work_dir)
-        stack.callback(api.stop)
-        for w in workers:
-            w.wait_ready()
-        api.wait_ready()
-        say(f"{len(workers)} workers ({', '.join(shop.POOLS)}) and the API at {api.url} are up")
+        shop = stack.enter_context(LocalShop(env, work_dir))
+        say(shop.migrated)
+        shop.start(replicas=REPLICAS)
+        api = shop.start_api()
+        say(f"{len(shop.running_workers())} workers ({', '.join(POOLS)}) and the API at {api.url} are up")
 
         statuses: Counter[int] = Counter()
         accepted: list[str] = []
         for basket in _burst():
-            status, body = api.call("POST", "/api/v1/orders", {
-                "customer": {"email": "ada@example.com", "phone": "+44 20 7946 0000"},
-                "items": [{"sku": sku, "quantity": q} for sku, q in basket],
-            })
+            status, body = shop.order(*basket)
             statuses[status] += 1
             if status == 202:
                 accepted.append(body["order_id"])
         status, _ = api.call("POST", "/api/v1/orders", {"customer": {"email": "nobody"}, "items": []})
         statuses[status] += 1
         poison = f"poison-{secrets.token_hex(3)}"  # a client that bypassed the API's validation
-        with Producer(demo, name="warren-demo") as producer:
+        with Producer(shop.settings, name="warren-demo") as producer:
             producer.publish("orders", "place", {"order_id": poison, "customer": {"email": "x@y.z"}, "items": []},
                              message_id=poison)
         accepted.append(poison)
@@ -120,9 +97,8 @@ def run(settings: Settings) -> int:
             + ", ".join(f"{n} x HTTP {s}" for s, n in sorted(statuses.items()))
             + "; and one malformed order straight onto the queue")
 
-        ledger = shop.order_ledger(demo)
-        stack.callback(ledger.close)
-        view = LiveView(demo, broker.management, pools=shop.POOLS)
+        ledger = shop.ledger
+        view = LiveView(shop.settings, broker.management, pools=POOLS)
         killed = None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -134,22 +110,22 @@ def run(settings: Settings) -> int:
             if done:
                 break
             if killed is None and settled >= len(accepted) // 3:
-                victim = next(w for w in workers if w.name == "payments1")
+                victim = shop.workers["payments"][0]
                 victim.signal(signal.SIGKILL)
                 victim.wait(timeout=10)
-                workers.append(LocalWorker(env, work_dir, pool="payments", name="payments4"))
-                killed = "SIGKILLed payments1 mid-charge: the broker redelivers its payment to another worker"
+                shop.start_worker("payments", ready=False)
+                killed = f"SIGKILLed {victim.name} mid-charge: the broker redelivers its payment to another worker"
             time.sleep(0.5)
         report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
         outcome = Outcome.read_back(api, ledger, accepted)
 
-        running = [w for w in workers if w.alive()]
+        running = shop.running_workers()
         for w in running:
             w.signal(signal.SIGTERM)
-        codes = Counter(w.wait(timeout=demo.shutdown_grace + 5) for w in running)
+        codes = Counter(w.wait(timeout=shop.settings.shutdown_grace + 5) for w in running)
         say("workers stopped with SIGTERM (graceful drain): exit codes "
             + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items())))
-        payments = _payments(env["WARREN_SHOP_DATABASE_URL"])
+        payments = _payments(shop.store)
         _table(outcome, report, statuses, payments, time.monotonic() - started)
         return 0 if outcome.lost == 0 and payments[2] == 0 else 1
 
@@ -198,20 +174,16 @@ def _fulfilled(order: dict[str, Any]) -> bool:
     return order["status"] == "completed" and {"paid", "shipped", "emailed", "completed"} <= set(steps)
 
 
-def _payments(database_url: str) -> tuple[int, int, int]:
+def _payments(store: Store) -> tuple[int, int, int]:
     """(charges, orders whose payment ran more than once, orders charged more than once), from the store."""
-    store = Store(database_url)
-    try:
-        return store.read(lambda conn: (
-            conn.execute(sa.select(sa.func.count()).select_from(charges)).scalar_one(),
-            conn.execute(sa.select(sa.func.count()).select_from(
-                sa.select(payment_attempts.c.order_id).group_by(payment_attempts.c.order_id)
-                .having(sa.func.count() > 1).subquery())).scalar_one(),
-            conn.execute(sa.select(sa.func.count() - sa.func.count(sa.distinct(charges.c.order_id)))
-                         .select_from(charges)).scalar_one(),
-        ))
-    finally:
-        store.close()
+    return store.read(lambda conn: (
+        conn.execute(sa.select(sa.func.count()).select_from(charges)).scalar_one(),
+        conn.execute(sa.select(sa.func.count()).select_from(
+            sa.select(payment_attempts.c.order_id).group_by(payment_attempts.c.order_id)
+            .having(sa.func.count() > 1).subquery())).scalar_one(),
+        conn.execute(sa.select(sa.func.count() - sa.func.count(sa.distinct(charges.c.order_id)))
+                     .select_from(charges)).scalar_one(),
+    ))
 
 
 def _table(outcome: Outcome, report: Report, statuses: Counter[int], payments: tuple[int, int, int],

@@ -1,87 +1,16 @@
-"""The shop on this machine, for the demo, the tests and the benchmark: its API as a process, and
-a private PostgreSQL cluster to share between processes as pods share one in production.
-"""
+"""A private PostgreSQL cluster on this machine, for the tests, the benchmark and the demo."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
-
-from warren.testing.processes import child_python_path
-
-
-class LocalApi:
-    """The API role as a process on this machine (``python -m warren_shop api``), with a tiny client."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / "api.log"
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "warren_shop", "api"],
-            env={**os.environ, **env, "WARREN_API_HOST": "127.0.0.1", "WARREN_API_PORT": str(port),
-                 "PYTHONPATH": child_python_path(env)},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> LocalApi:
-        """Poll ``/readyz`` until the API answers 200 (it is connected to the broker)."""
-        deadline = time.monotonic() + timeout
-        while self.call("GET", "/readyz")[0] != 200:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"API exited {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"API not ready within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        return self
-
-    def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
-             ) -> tuple[int, Any]:
-        """(status, decoded JSON body); status 0 when nothing answered."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-        except OSError:
-            return 0, None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-        self._log.close()
-
-
-def db_upgrade(env: dict[str, str]) -> str:
-    """``warren-shop db upgrade`` with ``env``, as the chart's init containers run it before any
-    role starts: what it says. RuntimeError if it fails."""
-    done = subprocess.run([sys.executable, "-m", "warren_shop", "db", "upgrade"], capture_output=True, text=True,
-                          env={**os.environ, **env, "PYTHONPATH": child_python_path(env)}, timeout=120, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"`warren-shop db upgrade` exited {done.returncode}: {done.stderr.strip()}")
-    return done.stdout.strip().removeprefix("warren-shop: ")
 
 
 def postgresql_installed() -> bool:
