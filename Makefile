@@ -45,6 +45,9 @@ typecheck: deps ## Type-check with mypy (configured in pyproject.toml)
 bench: deps ## Benchmark throughput: Warren vs raw pika vs Celery, on one private broker
 	$(PYTHON) -m bench.throughput
 
+bench-store: deps ## Benchmark the shop's store: orders/s through the whole pipeline and round trips per order, SQLite vs PostgreSQL
+	$(PYTHON) -m bench.store
+
 bench-autoscale: deps ## Simulate a traffic spike: Warren's autoscaling policy vs KEDA's defaults (table + PNG)
 	$(PYTHON) -m bench.autoscale
 
@@ -97,4 +100,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-autoscale dev deploy e2e docker images lint-images test-images
+.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-store bench-autoscale dev deploy e2e docker images lint-images test-images

@@ -118,10 +118,14 @@ class Store:
                 self.url, pool_size=5, max_overflow=10, pool_timeout=30,
                 connect_args={"connect_timeout": 5, "application_name": name[:63]},
             )
+        # Round trips to the database (the benchmark counts them): every statement, every COMMIT,
+        # and every BEGIN (on SQLite the BEGIN is one of the statements, see _sqlite_begin).
         self._counting = threading.Lock()
         self.round_trips = 0
         event.listen(self.engine, "before_cursor_execute", self._count)
         event.listen(self.engine, "commit", self._count)
+        if self.dialect != "sqlite":
+            event.listen(self.engine, "begin", self._count)
 
     def __repr__(self) -> str:
         return f"Store({self.display_url})"
