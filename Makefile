@@ -35,6 +35,9 @@ chaos: deps images ## Run the chaos scenarios on every platform (processes, Dock
 unit: ## Run the unit tests only (no broker)
 	$(PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
 
+store: deps ## Run the shop's store tests, each on SQLite and on a private PostgreSQL the tests start
+	$(PYTHON) -m pytest tests/store $(PYTEST_ARGS)
+
 lint: deps ## Check that uv.lock is up to date with pyproject.toml, then ruff
 	$(PYTHON) -m uv lock --check
 	$(PYTHON) -m ruff check src operator tests bench
@@ -50,6 +53,9 @@ bench-latency: deps ## Benchmark latency at a fixed rate (p50/p95/p99): Warren v
 
 bench-cluster: deps images ## The price of replication: throughput and publish-confirm latency on 1 node against 3 (Docker)
 	$(PYTHON) -m bench.cluster
+
+bench-store: deps ## Benchmark the shop's store: orders/s through the whole pipeline and round trips per order, SQLite vs PostgreSQL
+	$(PYTHON) -m bench.store
 
 bench-autoscale: deps ## Simulate a traffic spike: Warren's autoscaling policy vs KEDA's defaults (table + PNG)
 	$(PYTHON) -m bench.autoscale
@@ -108,4 +114,4 @@ lint-images: ## Lint every Dockerfile with hadolint (fails on any warning)
 test-images: images ## Test the images: non-root, read-only root filesystem, graceful docker stop, hadolint
 	$(PYTHON) -m pytest -m docker tests/images $(PYTEST_ARGS)
 
-.PHONY: help deps lock demo test chaos unit lint typecheck bench bench-latency bench-cluster bench-autoscale kind-cluster dev deploy crds e2e docker images lint-images test-images
+.PHONY: help deps lock demo test chaos unit store lint typecheck bench bench-latency bench-cluster bench-store bench-autoscale kind-cluster dev deploy crds e2e docker images lint-images test-images

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what Warren's tests, benchmarks, linters and `make demo` need:
 #   - RabbitMQ from Debian (the tests run private throwaway nodes of it: warren.testing.broker),
+#   - PostgreSQL from Debian (the shop's store tests run private throwaway clusters of it:
+#     warren_shop.local.LocalPostgres; the system cluster is never started),
 #   - uv (pinned: UV_VERSION below), which reads the lock file,
 #   - every Python dependency at the version uv.lock pins, each checked against the lock's hashes
 #     (all extras and the `dev` dependency group: test, lint, bench), into PYTHON's environment,
@@ -45,16 +47,21 @@ fi
 rabbitmq_installed() {
     [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || command -v rabbitmq-server >/dev/null 2>&1
 }
+postgresql_installed() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null
+}
 
-if rabbitmq_installed; then
-    echo "install-deps: rabbitmq-server already installed"
-else
+missing=()
+rabbitmq_installed && say "rabbitmq-server already installed" || missing+=(rabbitmq-server)
+postgresql_installed && say "postgresql already installed" || missing+=(postgresql)
+if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $EUID -ne 0 ]]; then
-        echo "install-deps: rabbitmq-server is missing; run this script as root to apt-get install it" >&2
+        echo "install-deps: ${missing[*]} missing; run this script as root to apt-get install it" >&2
         exit 1
     fi
-    # We never want Debian's system node (rabbit@$(hostname), ports 5672/25672): the tests start
-    # their own. Forbid service starts during the install unless a policy already decides.
+    # We never want Debian's system services (RabbitMQ's rabbit@$(hostname) on 5672, PostgreSQL's
+    # 15/main cluster on 5432): the tests start their own. Forbid service starts during the
+    # install unless a policy already decides.
     added_policy=""
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
@@ -64,15 +71,16 @@ else
     fi
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    apt-get install -y rabbitmq-server
+    apt-get install -y "${missing[@]}"
     if [[ -n "$added_policy" ]]; then
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
     fi
     rabbitmq_installed || { echo "install-deps: rabbitmq-server still missing after apt-get" >&2; exit 1; }
+    postgresql_installed || { echo "install-deps: postgresql still missing after apt-get" >&2; exit 1; }
     if pgrep -u rabbitmq -f beam.smp >/dev/null 2>&1; then
         # Harmless: private nodes use other names and free ports; they only share epmd.
-        echo "install-deps: note: a system RabbitMQ node is running (left alone)"
+        say "note: a system RabbitMQ node is running (left alone)"
     fi
 fi
 

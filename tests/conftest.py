@@ -1,8 +1,9 @@
 """Shared fixtures.
 
 ``broker`` is one private RabbitMQ node (``warren.testing.broker.LocalBroker``) for the whole
-session. It is lazy: only a session that runs a test asking for it starts a node, so unit
-tests stay fast. Tests never share queues: each gets its own ``namespace``.
+session, and ``postgres`` one private PostgreSQL cluster (tests/support/database.py). Both are
+lazy: only a session that runs a test asking for one starts it, so unit tests stay fast. Tests
+never share queues (each gets its own ``namespace``) nor databases.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from warren.testing.broker import LocalBroker, rabbitmq_installed
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.database"]
 
 
 @pytest.fixture(scope="session")

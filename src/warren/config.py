@@ -137,11 +137,11 @@ class Settings(BaseSettings):
     def resolved_broker_urls(self) -> list[str]:
         """Every broker URL, in the order given, with file-mounted credentials applied to each.
         Secret: never log them (``redact_url`` each)."""
-        text = _read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
+        text = read_secret_file(self.broker_url_file, "WARREN_BROKER_URL_FILE") or self.broker_url.get_secret_value()
         urls = [u for u in re.split(r"[,\s]+", text) if u]
         if not urls:
             raise ConfigError("WARREN_BROKER_URL: no broker URL given")
-        password = _read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
+        password = read_secret_file(self.broker_password_file, "WARREN_BROKER_PASSWORD_FILE")
         if password is None and self.broker_password is not None:
             password = self.broker_password.get_secret_value()
         return [self._with_credentials(url, password) for url in urls]
@@ -180,7 +180,7 @@ def redact_url(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def _read_secret_file(path: Path | None, setting: str) -> str | None:
+def read_secret_file(path: Path | None, setting: str) -> str | None:
     if path is None:
         return None
     try:

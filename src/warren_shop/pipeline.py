@@ -6,25 +6,33 @@ Flow (every arrow a confirmed publish; every queue a quorum queue with retries a
                      ^                                   |                              |
                      +---------- stock.rejected ---------+      payment.completed/failed+
                      |                                                                  |
-                     +--> order.completed / order.failed --> email     payment.completed --> shipping
+                     +--> order.paid / order.failed --> email        payment.completed --> shipping
                                                                         shipment.created --> sms
+    shipped and e-mailed --> order.completed (from shipping or email, whichever is last)
     every event --fanout--> analytics          order.# --topic--> audit
+
+Every role writes what it did into the shop's store, with the order's status history.
 """
 
 from __future__ import annotations
 
-from warren import topology
+from warren import Pool, topology
 from warren.config import Settings
 from warren.testing.ledger import Ledger
 from warren.topology import Names, Subscription
-from warren.worker.pool import load_pool
+from warren_shop.roles import analytics, audit, inventory, notifications, orders, payments, shipping
 
-POOLS = ("orders", "inventory", "payments", "shipping", "email", "sms", "analytics", "audit")
+ROLES: dict[str, Pool] = {
+    "orders": orders.pool, "inventory": inventory.pool, "payments": payments.pool, "shipping": shipping.pool,
+    "email": notifications.email, "sms": notifications.sms, "analytics": analytics.pool, "audit": audit.pool,
+}
+POOLS = tuple(ROLES)
+# An order's outcome: completed once shipped and e-mailed, or failed with a reason.
 OUTCOMES = Subscription("order-outcomes", patterns=("order.completed", "order.failed"))
 
 
 def build_topology(settings: Settings, *, subscriptions: tuple[Subscription, ...] = ()) -> topology.Topology:
-    return topology.build(settings, pools=[load_pool(p).spec for p in POOLS], subscriptions=subscriptions)
+    return topology.build(settings, pools=[p.spec for p in ROLES.values()], subscriptions=subscriptions)
 
 
 def order_ledger(settings: Settings) -> Ledger:

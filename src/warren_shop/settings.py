@@ -1,25 +1,50 @@
 """The reference workload's own settings: the roles' (``WARREN_SHOP_*``) and the API's
-(``WARREN_API_*``), validated at start-up like the runtime's: a bad value exits 2 naming it."""
+(``WARREN_API_*``), validated at start-up like the runtime's: a bad value exits 2 naming it.
+
+The database URL may come from a file, the way Kubernetes mounts Secrets
+(``WARREN_SHOP_DATABASE_URL_FILE``), or carry no password and take it from one
+(``WARREN_SHOP_DATABASE_PASSWORD_FILE``), as the broker URL does.
+"""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from warren.config import load
+from warren.config import load, read_secret_file
+from warren.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:////tmp/warren-shop/shop.sqlite"
 
 
 class ShopSettings(BaseSettings):
-    """The reference e-commerce workload: processing times, failure rates, catalog, state."""
+    """The reference e-commerce workload: its database, processing times, failure rates, catalog."""
 
     model_config = SettingsConfigDict(env_prefix="WARREN_SHOP_", extra="ignore", frozen=True)
 
-    data_dir: Path = Field(
-        default=Path("/tmp/warren-shop"),
-        description="Where the roles keep their state (SQLite): stock, charges, labels, counts, audit log.",
+    database_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_DATABASE_URL),
+        description="The database every role and the API share: postgresql://user:password@host/db in "
+        "production, or an SQLite file (sqlite:////path) on one machine. May carry credentials (never logged).",
+    )
+    database_url_file: Path | None = Field(
+        default=None, description="File holding the database URL (a mounted Secret); wins over database_url."
+    )
+    database_password_file: Path | None = Field(
+        default=None, description="File holding the database password (a mounted Secret); replaces the URL's."
+    )
+    database_retry_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="How long a role retries a database that does not answer before its task is retried "
+        "through the queue (and how long a process waits for it at start-up), seconds.",
+    )
+    send_lease_seconds: float = Field(
+        default=60.0, gt=0,
+        description="How long a claim to send a notification holds: a redelivered notification whose sender "
+        "died waits this long from the claim before it is sent again. Longer than the slowest send.",
     )
     payment_min_ms: int = Field(default=2000, ge=0, description="Shortest simulated payment, ms.")
     payment_max_ms: int = Field(default=5000, ge=0, description="Longest simulated payment, ms.")
@@ -55,6 +80,22 @@ class ShopSettings(BaseSettings):
         if self.payment_max_ms < self.payment_min_ms:
             raise ValueError("WARREN_SHOP_PAYMENT_MAX_MS must not be below WARREN_SHOP_PAYMENT_MIN_MS")
         return self
+
+    def resolved_database_url(self) -> str:
+        """The database URL with a file-mounted URL or password applied. Secret: never log it."""
+        url = read_secret_file(self.database_url_file, "WARREN_SHOP_DATABASE_URL_FILE")
+        url = url or self.database_url.get_secret_value()
+        password = read_secret_file(self.database_password_file, "WARREN_SHOP_DATABASE_PASSWORD_FILE")
+        if password is None:
+            return url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return make_url(url).set(password=password).render_as_string(hide_password=False)
+        except ArgumentError:
+            raise ConfigError("invalid setting WARREN_SHOP_DATABASE_URL: not a database URL") from None
+
 
 
 class ApiSettings(BaseSettings):

@@ -35,6 +35,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "operator": {"enabled": True},
         "pools": {"email": {"enabled": True, "autoscaling": {"enabled": True}}},
     },
+    # No bundled database: the roles take the URL of a PostgreSQL you run from an existing Secret.
+    "external-database": {
+        "database": {"postgresql": {"enabled": False}, "external": {"existingSecret": "shop-database", "key": "dsn"}},
+    },
     # Every optional feature on, and every alternative path taken.
     "all-features": {
         "image": {
@@ -80,6 +84,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "extraConfig": "vm_memory_high_watermark.relative = 0.6",
             "metricsAnnotations": True,
         },
+        "database": {"postgresql": {
+            "image": {"tag": "16", "digest": DIGEST},
+            "auth": {"username": "shop", "database": "shop", "existingSecret": "shop-db-credentials"},
+            "persistence": {"size": "20Gi", "storageClass": "fast-ssd"},
+        }},
         "networkPolicy": {
             "amqpFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "billing"}}}],
             "monitoringFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],

@@ -38,7 +38,7 @@ KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 ALLOWED_SKIPS = {
     "CKV_K8S_43": "images pinned by release tag; setting a digest removes the skip",
     "CKV_K8S_15": "IfNotPresent with an immutable release tag; setting a digest removes the skip",
-    "CKV_K8S_40": "the official RabbitMQ image's fixed UID 999",
+    "CKV_K8S_40": "the official RabbitMQ and PostgreSQL images' fixed UID 999",
     "CKV_K8S_38": "RabbitMQ up to 4.0 reads its peers, and the operator scales Deployments, through the Kubernetes API",
     "CKV_K8S_8": "helm test pods run one command to completion (no liveness probe)",
     "CKV_K8S_9": "helm test pods receive no traffic (no readiness probe)",
@@ -198,14 +198,18 @@ def test_credentials_reach_containers_only_as_mounted_files(rendered: Render) ->
 
 def test_every_warren_container_gets_the_broker_from_a_secret_file(rendered: Render) -> None:
     for o, _spec, c in rendered.containers():
-        if c["image"].split("/")[-1].startswith(("warren-worker", "warren-api")) and c["name"] != "api-ready":
+        # The database migration and the helm test's HTTP request need no broker.
+        if (c["image"].split("/")[-1].startswith(("warren-worker", "warren-api"))
+                and c["name"] not in ("api-ready", "db-upgrade")):
             files = {"WARREN_BROKER_URL_FILE", "WARREN_BROKER_PASSWORD_FILE"} & env_of(c).keys()
             assert files, (o["metadata"]["name"], c["name"])
 
 
 def test_an_external_broker_comes_from_its_secret(renders) -> None:
     r = renders["external-broker"]
-    assert r.of_kind("StatefulSet") == [] and r.of_kind("Secret") == []
+    assert [s["metadata"]["name"] for s in r.of_kind("StatefulSet")] == [f"{RELEASE}-postgresql"]
+    secrets = sorted(s["metadata"]["name"] for s in r.of_kind("Secret"))
+    assert secrets == [f"{RELEASE}-database", f"{RELEASE}-postgresql"]  # the database's, none for a broker
     roles = [(spec, c) for _o, spec, c in r.containers() if "WARREN_BROKER_URL_FILE" in env_of(c)]
     assert len(roles) == 2 * 8 + 1 + 3  # topology and worker per pool, the api, three test containers
     for spec, _c in roles:
@@ -248,7 +252,7 @@ def test_every_container_is_non_root_hardened_with_requests_and_limits(rendered:
 def test_warren_pods_run_as_the_image_user_without_a_token_or_service_links(rendered: Render) -> None:
     for o, spec in rendered.pod_specs():
         component = o["metadata"]["labels"]["app.kubernetes.io/component"]
-        if component == "rabbitmq":
+        if component in ("rabbitmq", "postgresql"):  # the official images' own users
             assert spec["securityContext"]["runAsUser"] == 999 and spec["securityContext"]["fsGroup"] == 999
             continue
         assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["fsGroup"] == 10001
@@ -303,7 +307,8 @@ def test_a_worker_applies_its_topology_then_consumes_its_pool(rendered: Render) 
         pool = d["metadata"]["labels"]["warren/pool"]
         target = rendered.values["pools"][pool].get("target", pool)
         spec = d["spec"]["template"]["spec"]
-        (init,) = spec["initContainers"]
+        *database, init = spec["initContainers"]  # a shop pool migrates its database first
+        assert [c["name"] for c in database] == ([] if "target" in rendered.values["pools"][pool] else ["db-upgrade"])
         # It waits for the broker (no crash loop while RabbitMQ starts) and, with a cluster, for
         # every node: quorum queues declared earlier would get fewer members.
         wait = ["--wait", str(rendered.values["workers"]["topologyWaitSeconds"])]
@@ -537,9 +542,10 @@ def test_selectors_hold_only_stable_labels_and_match_their_pods(rendered: Render
 
 
 def test_config_changes_roll_the_pods(chart, renders) -> None:
-    def checksums(r: Render) -> dict[str, str]:
+    def checksums(r: Render) -> dict[str, str]:  # PostgreSQL has no configuration file: its pod spec is all
         return {o["metadata"]["name"]: o["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-                for o in r.objects if o["kind"] in ("Deployment", "StatefulSet")}
+                for o in r.objects if o["kind"] in ("Deployment", "StatefulSet")
+                and o["metadata"]["name"] != f"{RELEASE}-postgresql"}
 
     before = checksums(renders["default"])
     warren_changed = checksums(render(chart, "default", {"warren": {"logLevel": "DEBUG"}}))
@@ -566,7 +572,7 @@ def test_optional_features_are_off_by_default(renders) -> None:
     assert "WARREN_SHOP_FAILURE_RATE" not in default.configmap and "WARREN_SHOP_FAILURE_RATE" in full.configmap
     # NetworkPolicies are hardening, not a feature: on by default, ingress only.
     assert {p["metadata"]["name"] for p in default.of_kind("NetworkPolicy")} == {
-        f"{RELEASE}-rabbitmq", f"{RELEASE}-api", f"{RELEASE}-workers", f"{RELEASE}-test"}
+        f"{RELEASE}-rabbitmq", f"{RELEASE}-postgresql", f"{RELEASE}-api", f"{RELEASE}-workers", f"{RELEASE}-test"}
     assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in default.of_kind("NetworkPolicy"))
 
 
@@ -611,6 +617,10 @@ BAD_VALUES = {
     "credentials in values": ("warren:\n  extraEnv:\n    WARREN_BROKER_URL: amqp://u:p@h/\n",
                               ["invalid propertyName 'WARREN_BROKER_URL'"]),
     "no broker at all": ("rabbitmq:\n  enabled: false\n", ["/externalBroker/existingSecret", "minLength"]),
+    "no database at all": ("database:\n  postgresql:\n    enabled: false\n",
+                           ["/database/external/existingSecret", "minLength"]),
+    "database credentials in values": ("warren:\n  extraEnv:\n    WARREN_SHOP_DATABASE_URL: postgresql://u:p@h/db\n",
+                                       ["invalid propertyName 'WARREN_SHOP_DATABASE_URL'"]),
     "password in the management URL": ("operator:\n  management:\n    url: http://u:secret@h:15672\n",
                                        ["/operator/management/url"]),
     "autoscaling to no workers": ("pools:\n  payments:\n    enabled: true\n    autoscaling:\n      maxReplicas: 0\n",
@@ -645,7 +655,8 @@ def test_the_schema_closes_every_object_and_describes_every_property(chart) -> N
     schema = chart.schema
     assert schema["additionalProperties"] is False
     for path, node in walk_schema(schema):
-        if "properties" in node and path not in ("/if", "/then") and not path.startswith(("/if/", "/then/")):
+        conditional = {"if", "then"} & set(path.split("/"))  # a condition's fragments, not objects of their own
+        if "properties" in node and not conditional:
             assert node.get("additionalProperties") is False, path
             for name, prop in node["properties"].items():
                 assert prop.get("description"), f"{path}/properties/{name}"

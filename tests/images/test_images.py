@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.database import fresh_postgres_url
 from tests.support.docker import (
     API_IMAGE,
     HARDENED,
@@ -38,7 +39,8 @@ from warren.errors import BrokerUnavailable
 from warren.producer import Producer
 from warren.testing.broker import LocalBroker
 from warren.testing.ledger import Ledger
-from warren.worker.pool import load_pool
+from warren_shop.local import LocalPostgres
+from warren_shop.roles import orders
 
 pytestmark = pytest.mark.docker
 
@@ -132,17 +134,19 @@ def test_docker_stop_mid_task_finishes_and_acks_the_task_then_exits_0(
 
 
 @pytest.mark.broker
+@pytest.mark.postgres
 def test_api_serves_on_a_read_only_root_filesystem_and_stops_at_once(
-    run: Callable[..., Container], worker_env: dict[str, str]
+    run: Callable[..., Container], worker_env: dict[str, str], postgres: LocalPostgres
 ) -> None:
     settings = settings_from_env(worker_env)
     session = Session.open(settings, name="test-images")
     try:
-        topology.apply(session, topology.build(settings, pools=[load_pool("orders").spec]))
+        topology.apply(session, topology.build(settings, pools=[orders.pool.spec]))
     finally:
         session.close()
     (port,) = free_ports(1)
-    api = run(API_IMAGE, env={**worker_env, "WARREN_API_HOST": "127.0.0.1", "WARREN_API_PORT": str(port)},
+    api = run(API_IMAGE, env={**worker_env, "WARREN_API_HOST": "127.0.0.1", "WARREN_API_PORT": str(port),
+                              "WARREN_SHOP_DATABASE_URL": fresh_postgres_url(postgres)},  # its readiness asks it
               options=HARDENED)
 
     def answers(path: str) -> bool:

@@ -180,8 +180,8 @@ def chaos_rig(platform: Platform, namespace: str, request: pytest.FixtureRequest
 LEDGER_KEY = pytest.StashKey[list[tuple[str, str]]]()
 
 
-def record_report(request: pytest.FixtureRequest, report: Report) -> None:
-    """List a ledger report in the run's closing "message ledger" section."""
+def record_report(request: pytest.FixtureRequest, report: Report | str) -> None:
+    """List a ledger report (or another line of counts) in the run's closing "message ledger" section."""
     request.config.stash.setdefault(LEDGER_KEY, []).append((request.node.nodeid, str(report)))
 
 

@@ -411,3 +411,106 @@ then declare. Called with (dict "root" $ "target" POOLTARGET).
 - {{ .root.Values.rabbitmq.replicas | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+The shop's database (WARREN_SHOP_DATABASE_*), shared by the API and every pool's workers.
+- bundled PostgreSQL, generated password: <fullname>-database holds the whole URL (key "url");
+- bundled PostgreSQL, database.postgresql.auth.existingSecret: the URL carries no password
+  (ConfigMap), the password is that Secret's "postgres-password" key, mounted as a file;
+- external: database.external.existingSecret, key database.external.key, holds the whole URL.
+Like the broker's, the URL or password is always a mounted file, never an environment value.
+*/}}
+{{- define "warren.postgresql.fullname" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "postgresql" "max" 52) }}
+{{- end }}
+
+{{- define "warren.postgresql.headless" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "postgresql-headless") }}
+{{- end }}
+
+{{- define "warren.postgresql.secretName" -}}
+{{- default (include "warren.postgresql.fullname" .) .Values.database.postgresql.auth.existingSecret }}
+{{- end }}
+
+{{- define "warren.postgresql.host" -}}
+{{- printf "%s.%s.svc.%s" (include "warren.postgresql.fullname" .) (include "warren.namespace" .) .Values.clusterDomain }}
+{{- end }}
+
+{{- define "warren.postgresql.image" -}}
+{{- $image := .Values.database.postgresql.image -}}
+{{- $ref := $image.repository -}}
+{{- if $image.registry }}{{ $ref = printf "%s/%s" $image.registry $ref }}{{ end -}}
+{{- if $image.digest }}
+{{- printf "%s@%s" $ref $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref $image.tag }}
+{{- end }}
+{{- end }}
+
+{{- define "warren.database.urlSecret" -}}
+{{- if not .Values.database.postgresql.enabled }}
+{{- required "database.external.existingSecret: name the Secret holding the database URL (database.postgresql.enabled is false)" .Values.database.external.existingSecret }}
+{{- else if not .Values.database.postgresql.auth.existingSecret }}
+{{- include "warren.suffixed" (dict "root" . "suffix" "database") }}
+{{- end }}
+{{- end }}
+
+{{/* The database credentials volume of a role pod. */}}
+{{- define "warren.database.volume" -}}
+- name: database
+  secret:
+    {{- if include "warren.database.urlSecret" . }}
+    secretName: {{ include "warren.database.urlSecret" . }}
+    items:
+      - key: {{ if .Values.database.postgresql.enabled }}url{{ else }}{{ .Values.database.external.key }}{{ end }}
+        path: url
+    {{- else }}
+    secretName: {{ .Values.database.postgresql.auth.existingSecret }}
+    items:
+      - key: postgres-password
+        path: password
+    {{- end }}
+    defaultMode: 0440
+{{- end }}
+
+{{- define "warren.database.volumeMount" -}}
+- name: database
+  mountPath: /etc/warren/database
+  readOnly: true
+{{- end }}
+
+{{/* Environment naming the database file; a URL without a password comes from the ConfigMap. */}}
+{{- define "warren.database.env" -}}
+{{- if include "warren.database.urlSecret" . -}}
+- name: WARREN_SHOP_DATABASE_URL_FILE
+  value: /etc/warren/database/url
+{{- else -}}
+- name: WARREN_SHOP_DATABASE_PASSWORD_FILE
+  value: /etc/warren/database/password
+{{- end }}
+{{- end }}
+
+{{/*
+The init container that brings the database to the schema of this release before a role starts:
+`warren-shop db upgrade`, idempotent, and safe when every pod of the release runs it at once (they
+take turns on a lock). It waits up to WARREN_SHOP_DATABASE_RETRY_SECONDS for the database; a failure
+restarts it, so a role never starts against a schema it does not know.
+Called with (dict "root" $ "image" IMAGE).
+*/}}
+{{- define "warren.database.migrate" -}}
+- name: db-upgrade
+  image: {{ .image }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  command: ["warren-shop", "db", "upgrade", "--wait", "120"]
+  envFrom:
+    - configMapRef:
+        name: {{ include "warren.fullname" .root }}
+  env:
+    {{- include "warren.database.env" .root | nindent 4 }}
+  securityContext:
+    {{- include "warren.containerSecurityContext" .root | nindent 4 }}
+  resources:
+    {{- include "warren.smallResources" .root | nindent 4 }}
+  volumeMounts:
+    {{- include "warren.database.volumeMount" .root | nindent 4 }}
+{{- end }}

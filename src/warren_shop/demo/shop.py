@@ -1,34 +1,40 @@
 """``warren-shop demo``: the reference e-commerce pipeline, live, in about a minute.
 
-Starts a private RabbitMQ node (unless ``WARREN_BROKER_URL`` is set), every role as worker
-processes and the HTTP API; sends a burst of orders through the API (some out of stock, some over
-the credit limit, one malformed straight onto the queue), shows queues and roles live, SIGKILLs a
-payments worker mid-charge, and ends with a table in which every order is accounted for. Stops
-everything it started; exits 0 only if no order was lost.
+Starts a private RabbitMQ node (unless ``WARREN_BROKER_URL`` is set), migrates the shop's database
+(an SQLite file in its temp dir, unless ``WARREN_SHOP_DATABASE_URL`` names one, e.g. PostgreSQL),
+every role as worker processes and the HTTP API; sends a burst of orders through the API (some out
+of stock, some over the credit limit, one malformed straight onto the queue), shows queues and
+roles live, SIGKILLs a payments worker mid-charge, and ends with a table in which every order is
+accounted for: its final status read back through the API (``GET /api/v1/orders/{id}``) from the
+store, and its dead letters from the dead-letter queues. Stops everything it started; exits 0 only
+if no order was lost and none was charged twice.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
-import sqlite3
 import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from warren.broker import Session
-from warren.config import Settings, settings_from_env
+import sqlalchemy as sa
+
+from warren.config import Settings
 from warren.producer import Producer
-from warren.testing.ledger import Report
-from warren.testing.processes import LocalWorker
-from warren.topology import apply
-from warren_shop import pipeline as shop
+from warren.testing.ledger import Ledger, Report
 from warren_shop.demo import provision_broker, say
 from warren_shop.demo.view import LiveView
-from warren_shop.local import LocalApi
+from warren_shop.local import LocalApi, LocalShop
+from warren_shop.pipeline import POOLS
+from warren_shop.store import Store
+from warren_shop.store.schema import charges, payment_attempts
 
 ORDERS = 40
 REPLICAS = {"payments": 3, "email": 2}
@@ -66,43 +72,24 @@ def run(settings: Settings) -> int:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warren-demo-")))
         broker = provision_broker(stack, work_dir, settings)
         env = {**ENV, "WARREN_BROKER_URL": broker.url, "WARREN_NAMESPACE": f"shop{secrets.token_hex(3)}",
-               "WARREN_SHOP_DATA_DIR": str(work_dir / "state")}
-        demo = settings_from_env(env)
-        session = Session.open(demo, name="warren-demo")
-        apply(session, shop.build_topology(demo, subscriptions=(shop.OUTCOMES,)))
-        session.close()
-
-        workers: list[LocalWorker] = []
-
-        def stop_workers() -> None:
-            for w in workers:
-                w.stop()
-
-        stack.callback(stop_workers)
-        for pool in shop.POOLS:
-            for n in range(REPLICAS.get(pool, 1)):
-                workers.append(LocalWorker(env, work_dir, pool=pool, name=f"{pool}{n + 1}"))
-        api = LocalApi(env, work_dir)
-        stack.callback(api.stop)
-        for w in workers:
-            w.wait_ready()
-        api.wait_ready()
-        say(f"{len(workers)} workers ({', '.join(shop.POOLS)}) and the API at {api.url} are up")
+               "WARREN_SHOP_DATABASE_URL": provision_database(work_dir)}
+        shop = stack.enter_context(LocalShop(env, work_dir))
+        say(shop.migrated)
+        shop.start(replicas=REPLICAS)
+        api = shop.start_api()
+        say(f"{len(shop.running_workers())} workers ({', '.join(POOLS)}) and the API at {api.url} are up")
 
         statuses: Counter[int] = Counter()
         accepted: list[str] = []
         for basket in _burst():
-            status, body = api.call("POST", "/api/v1/orders", {
-                "customer": {"email": "ada@example.com", "phone": "+44 20 7946 0000"},
-                "items": [{"sku": sku, "quantity": q} for sku, q in basket],
-            })
+            status, body = shop.order(*basket)
             statuses[status] += 1
             if status == 202:
                 accepted.append(body["order_id"])
         status, _ = api.call("POST", "/api/v1/orders", {"customer": {"email": "nobody"}, "items": []})
         statuses[status] += 1
         poison = f"poison-{secrets.token_hex(3)}"  # a client that bypassed the API's validation
-        with Producer(demo, name="warren-demo") as producer:
+        with Producer(shop.settings, name="warren-demo") as producer:
             producer.publish("orders", "place", {"order_id": poison, "customer": {"email": "x@y.z"}, "items": []},
                              message_id=poison)
         accepted.append(poison)
@@ -110,9 +97,8 @@ def run(settings: Settings) -> int:
             + ", ".join(f"{n} x HTTP {s}" for s, n in sorted(statuses.items()))
             + "; and one malformed order straight onto the queue")
 
-        ledger = shop.order_ledger(demo)
-        stack.callback(ledger.close)
-        view = LiveView(demo, broker.management, pools=shop.POOLS)
+        ledger = shop.ledger
+        view = LiveView(shop.settings, broker.management, pools=POOLS)
         killed = None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -124,57 +110,110 @@ def run(settings: Settings) -> int:
             if done:
                 break
             if killed is None and settled >= len(accepted) // 3:
-                victim = next(w for w in workers if w.name == "payments1")
+                victim = shop.workers["payments"][0]
                 victim.signal(signal.SIGKILL)
                 victim.wait(timeout=10)
-                workers.append(LocalWorker(env, work_dir, pool="payments", name="payments4"))
-                killed = "SIGKILLed payments1 mid-charge: the broker redelivers its payment to another worker"
+                shop.start_worker("payments", ready=False)
+                killed = f"SIGKILLed {victim.name} mid-charge: the broker redelivers its payment to another worker"
             time.sleep(0.5)
         report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
+        outcome = Outcome.read_back(api, ledger, accepted)
 
-        running = [w for w in workers if w.alive()]
+        running = shop.running_workers()
         for w in running:
             w.signal(signal.SIGTERM)
-        codes = Counter(w.wait(timeout=demo.shutdown_grace + 5) for w in running)
+        codes = Counter(w.wait(timeout=shop.settings.shutdown_grace + 5) for w in running)
         say("workers stopped with SIGTERM (graceful drain): exit codes "
             + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items())))
-        _table(report, statuses, _payments(work_dir), time.monotonic() - started)
-        return 0 if report.lost == 0 else 1
+        payments = _payments(shop.store)
+        _table(outcome, report, statuses, payments, time.monotonic() - started)
+        return 0 if outcome.lost == 0 and payments[2] == 0 else 1
 
 
-def _payments(work_dir: Path) -> tuple[int, int, int]:
-    """(charges, orders handled more than once, orders charged more than once) from the gateway."""
-    with sqlite3.connect(work_dir / "state" / "payments.sqlite") as conn:
-        charges = conn.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
-        retried = conn.execute(
-            "SELECT COUNT(*) FROM (SELECT order_id FROM attempts GROUP BY order_id HAVING COUNT(*) > 1)"
-        ).fetchone()[0]
-        double = conn.execute(
-            "SELECT COUNT(*) FROM (SELECT order_id FROM charges GROUP BY order_id HAVING COUNT(*) > 1)"
-        ).fetchone()[0]
-    return charges, retried, double
+def provision_database(work_dir: Path) -> str:
+    """The database of WARREN_SHOP_DATABASE_URL if one is configured, else an SQLite file here."""
+    if url := os.environ.get("WARREN_SHOP_DATABASE_URL"):
+        say("using the database from WARREN_SHOP_DATABASE_URL")
+        return url
+    return f"sqlite:///{work_dir / 'shop.sqlite'}"
 
 
-def _table(report: Report, statuses: Counter[int], payments: tuple[int, int, int], seconds: float) -> None:
-    rows = [
+@dataclass
+class Outcome:
+    """Every order's final status as the API reads it back from the store, and its dead letters."""
+
+    completed: int
+    failed: Counter[str]
+    dead_lettered: Counter[str]  # orders with a message in a dead-letter queue, by reason
+    unfinished: list[str]  # neither completed nor failed in the store
+
+    @property
+    def lost(self) -> int:
+        """Orders that neither finished in the store nor left a dead letter saying why."""
+        return len(self.unfinished)
+
+    @classmethod
+    def read_back(cls, api: LocalApi, ledger: Ledger, order_ids: list[str]) -> Outcome:
+        completed, failed, dead, unfinished = 0, Counter[str](), Counter[str](), []
+        for order_id in order_ids:
+            status, order = api.call("GET", f"/api/v1/orders/{order_id}")
+            if order_id in ledger.dead:
+                dead[ledger.dead[order_id].reason] += 1
+            if status == 200 and _fulfilled(order):
+                completed += 1
+            elif status == 200 and order["status"] == "failed":
+                failed[order["reason"]] += 1
+            elif order_id not in ledger.dead:
+                unfinished.append(order_id)
+        return cls(completed, failed, dead, unfinished)
+
+
+def _fulfilled(order: dict[str, Any]) -> bool:
+    """Complete means what its history says: paid, shipped and e-mailed, then completed."""
+    steps = [entry["status"] for entry in order["history"]]
+    return order["status"] == "completed" and {"paid", "shipped", "emailed", "completed"} <= set(steps)
+
+
+def _payments(store: Store) -> tuple[int, int, int]:
+    """(charges, orders whose payment ran more than once, orders charged more than once), from the store."""
+    return store.read(lambda conn: (
+        conn.execute(sa.select(sa.func.count()).select_from(charges)).scalar_one(),
+        conn.execute(sa.select(sa.func.count()).select_from(
+            sa.select(payment_attempts.c.order_id).group_by(payment_attempts.c.order_id)
+            .having(sa.func.count() > 1).subquery())).scalar_one(),
+        conn.execute(sa.select(sa.func.count() - sa.func.count(sa.distinct(charges.c.order_id)))
+                     .select_from(charges)).scalar_one(),
+    ))
+
+
+def _table(outcome: Outcome, report: Report, statuses: Counter[int], payments: tuple[int, int, int],
+           seconds: float) -> None:
+    charged, handled_twice, charged_twice = payments
+    rows: list[tuple[str, int | None]] = [
         ("orders sent to the API", sum(statuses.values())),
         ("  rejected: 409 out of stock", statuses[409]),
         ("  rejected: 422 invalid", statuses[422]),
         ("  accepted: 202", statuses[202]),
         ("malformed order put straight on the queue", 1),
         ("orders to account for", report.expected),
-        ("  completed (paid, shipped, e-mailed)", report.completed),
+        ("final status, read back from the store (GET /api/v1/orders/ID)", None),
+        ("  completed (paid, shipped, e-mailed)", outcome.completed),
+        *((f"  failed: {reason}", n) for reason, n in sorted(outcome.failed.items())),
+        ("  lost", outcome.lost),
+        ("dead letters, from the dead-letter queues", None),
+        *((f"  dead-lettered: {reason}", n) for reason, n in sorted(outcome.dead_lettered.items())),
+        ("outcomes announced twice (at-least-once)", report.duplicates),
+        ("payments charged", charged),
+        ("  orders whose payment ran twice (kill, retry)", handled_twice),
+        ("  orders charged twice", charged_twice),
     ]
-    rows += [(f"  failed: {reason}", n) for reason, n in sorted(report.failure_reasons.items())]
-    rows += [(f"  dead-lettered: {reason}", n) for reason, n in sorted(report.reasons.items())]
-    rows += [("  duplicates", report.duplicates), ("  lost", report.lost)]
-    charges, handled_twice, charged_twice = payments
-    rows += [("payments charged", charges), ("  orders whose payment ran twice (kill, retry)", handled_twice),
-             ("  orders charged twice", charged_twice)]
     print()
     print(f"  {'order':<48} {'count':>5}")
     print(f"  {'-' * 48} {'-' * 5}")
     for label, count in rows:
-        print(f"  {label:<48} {count:>5}")
-    print(f"\n  every order accounted for in {seconds:.0f} s" if report.lost == 0 else "\n  ORDERS LOST")
+        print(f"  {label}" if count is None else f"  {label:<48} {count:>5}")
+    if outcome.unfinished:
+        print(f"\n  ORDERS LOST (unfinished in the store, no dead letter): {', '.join(outcome.unfinished)}")
+    else:
+        print(f"\n  every order accounted for in {seconds:.0f} s")
     print()

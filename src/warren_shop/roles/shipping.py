@@ -1,15 +1,16 @@
-"""shipping: creates a shipping label once an order's payment has completed (never before)."""
+"""shipping: creates an order's one shipping label once its payment has completed (never before).
+
+The label and the order's "shipped" step are one transaction; if the confirmation e-mail has gone
+out already, the order is completed here and ``order.completed`` announced.
+"""
 
 from __future__ import annotations
 
-import uuid
-
 from warren import Pool, TaskContext
-from warren_shop.roles.common import Customer, Store, Strict, shop, simulate
+from warren_shop.roles.common import Customer, Strict, shop, simulate
+from warren_shop.store import Cause, database, effects
 
 pool = Pool("shipping", events=("payment.completed",))
-
-labels = Store("shipping", "CREATE TABLE IF NOT EXISTS labels (order_id TEXT PRIMARY KEY, tracking TEXT NOT NULL);")
 
 
 class Paid(Strict):
@@ -22,12 +23,10 @@ class Paid(Strict):
 @pool.task("payment.completed", schema=Paid)
 def create_label(paid: Paid, ctx: TaskContext) -> None:
     simulate("shipping", ms=shop().shipping_ms)
-    with labels.transaction() as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO labels VALUES (?, ?)", (paid.order_id, f"TRK{uuid.uuid4().hex[:12].upper()}")
-        )
-        (tracking,) = conn.execute("SELECT tracking FROM labels WHERE order_id = ?", (paid.order_id,)).fetchone()
+    tracking, completed = database().transaction(lambda conn: effects.label_once(conn, paid.order_id, Cause.of(ctx)))
     ctx.emit(
         "shipment.created",
         {"order_id": paid.order_id, "tracking": tracking, "customer": paid.customer.model_dump(mode="json")},
     )
+    if completed:
+        ctx.emit("order.completed", {"order_id": paid.order_id})

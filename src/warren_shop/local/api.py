@@ -1,4 +1,4 @@
-"""The shop's API as a process on this machine, for the demo and the tests."""
+"""The API role as a process on this machine, with a tiny HTTP client."""
 
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ class LocalApi:
             time.sleep(0.1)
         return self
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def call(self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+             ) -> tuple[int, Any]:
         """(status, decoded JSON body); status 0 when nothing answered."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+            self.url + path, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -1,0 +1,1 @@
+"""The shop's Alembic migrations (run by ``warren-shop db upgrade``)."""
