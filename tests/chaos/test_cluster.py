@@ -4,8 +4,9 @@ started again. Publishers (a Producer with confirms, and the shop's API) and wor
 load throughout, every one of them given all three addresses.
 
 Every scenario accounts for every message twice: by the ledger (completion events and dead
-letters) and by what the handlers did (each selftest task appends its id to a file; each SMS is a
-row in the shop's outbox). A confirmed publish, or an API request answered 202, is never lost;
+letters) and by what the handlers did (each selftest task appends its id to a file; each SMS is
+a notification the shop's store says was sent, read back through the API). A confirmed publish,
+or an API request answered 202, is never lost;
 duplicates are counted; a publish the cluster did not confirm is retried by the producer or
 reported to its caller (the API answers 503). Each run ends in the ledger section with its
 counts and the time throughput took to come back.
@@ -14,7 +15,6 @@ counts and the time throughput took to come back.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.database import fresh_sqlite_url
 from tests.support.docker import RABBITMQ_IMAGE, docker_problem
 from tests.support.fixtures import LEDGER_KEY
 from warren import topology
@@ -113,7 +114,7 @@ class Load:
             "WARREN_DELIVERY_LIMIT": "5",
             "WARREN_PREFETCH": "5",
             "WARREN_SELFTEST_EFFECTS_FILE": str(self.effects),
-            "WARREN_SHOP_DATA_DIR": str(work_dir / "shop"),
+            "WARREN_SHOP_DATABASE_URL": fresh_sqlite_url(work_dir),
             "WARREN_SHOP_SMS_MS": "0",
             "WARREN_API_PUBLISH_TIMEOUT": "10",
         }
@@ -203,8 +204,13 @@ class Load:
         return self.effects.read_text().split() if self.effects.exists() else []
 
     def sent_sms(self) -> set[str]:
-        with sqlite3.connect(Path(self.env["WARREN_SHOP_DATA_DIR"]) / "notifications.sqlite") as db:
-            return {row[0] for row in db.execute("SELECT id FROM sent")}
+        """The accepted notifications the shop's store says were sent (read through the API)."""
+        sent = set()
+        for notification in self.accepted:
+            status, body = self.api.call("GET", f"/api/v1/notifications/{notification}/status")
+            if status == 200 and body.get("status") == "sent":
+                sent.add(notification)
+        return sent
 
     def workers_ready(self) -> bool:
         return all(w.alive() and w.health_path.exists() for w in self.workers)
@@ -258,9 +264,9 @@ def _scenario(cluster: DockerCluster, namespace: str, tmp_path: Path, request: p
 
         assert tasks.lost == 0 and tasks.dead_lettered == 0, tasks
         assert set(load.confirmed) <= set(handled)  # the independent count agrees: every one ran
-        # The outbox is the truth of what was sent. A send redelivered after its first run wrote the
-        # row but lost its event's publish emits no second event (the outbox dedupes), so the
-        # event ledger may miss one that the outbox has: counted in the line above, not a loss.
+        # The store is the truth of what was sent. A send redelivered after its first run recorded it
+        # but lost its event's publish emits no second event (the store dedupes), so the event
+        # ledger may miss one the store has: counted in the line above, not a loss.
         sent = load.sent_sms()
         unsent = [i for i in load.accepted if i not in sent and i not in load.sms.dead]
         assert not unsent, f"{len(unsent)} notifications answered 202 were never sent: {unsent[:5]}"
