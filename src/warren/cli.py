@@ -1,4 +1,4 @@
-"""The ``warren`` command: worker, publish, request, topology.
+"""The ``warren`` command: worker, publish, request, topology, dlq.
 
 Pools are named as installed packages register them (the ``warren.pools`` entry points) or as
 ``package.module:attribute``.
@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from warren import topology
+from warren import dlq_command, topology
 from warren.config import Settings, load_settings
+from warren.dlq import parse_duration
 from warren.errors import ConfigError, TopologyError, WarrenError
 from warren.worker.pool import Pool, load_pool, registered_pools
 
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pools", help="list the pools installed packages register (entry points warren.pools)")
 
+    dlq_command.add_parser(sub)
+
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
     topo_sub = topo.add_subparsers(dest="action", required=True)
     for action in ("show", "apply"):
@@ -82,15 +85,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _seconds(text: str) -> float:
     """``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
     try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30, 30s, 5m, 2h, 1d)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
-    return value
+        return parse_duration(text).total_seconds()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _instant(text: str) -> datetime:
@@ -179,6 +177,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
         print(json.dumps(reply))
         return 0
+    if args.command == "dlq":
+        return dlq_command.run(args, settings)
     if args.command == "pools":
         for name, target in sorted(registered_pools().items()):
             print(f"{name:<12} {target}")

@@ -285,7 +285,13 @@ class Session:
         """Fetch one message with basic.get (manual ack on the consume channel), or None."""
         with translated(f"reading {queue!r}"):
             method, properties, body = self._consume.basic_get(queue, auto_ack=False)
-        return None if method is None else to_delivery(method, properties, body)
+        return None if method is None else to_delivery(method, properties, body, queue=queue)
+
+    def requeue_unacked(self) -> None:
+        """Give back every message fetched with ``get`` and not acked, to where it was in its queue
+        (one ``basic.nack`` with multiple and requeue): how a reader leaves what it did not take."""
+        with translated("returning unacknowledged messages"):
+            self._consume.basic_nack(0, multiple=True, requeue=True)
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, message: Outgoing, *, mandatory: bool = True) -> None:
