@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from warren import dlq_command, topology
+from warren import dlq_command, logs, metrics, topology
 from warren.config import Settings, load_settings
 from warren.dlq import parse_duration
 from warren.errors import ConfigError, TopologyError, WarrenError
@@ -29,16 +29,6 @@ log = logging.getLogger("warren")
 EXIT_BROKER = 1
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # pika logs every connection failure with a traceback; Warren reports them in one line.
-    logging.getLogger("pika").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.CRITICAL)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,7 +114,7 @@ def guarded(command: Callable[[Settings], int], *, prog: str = "warren") -> int:
     on stderr and the documented exit status (2 configuration, 3 topology, 1 broker)."""
     try:
         settings = load_settings()
-        _setup_logging(settings)
+        logs.configure(settings)
         return command(settings)
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
@@ -144,6 +134,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from warren.worker.runtime import EXIT_ABANDONED, Worker
 
+        if settings.metrics_port is not None:
+            metrics.serve(settings.metrics_port)
         worker = Worker(load_pool(args.pool), settings, exit_when_idle=args.exit_when_idle)
         worker.install_signal_handlers()
         status = worker.run()

@@ -20,6 +20,7 @@ import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
+from warren import metrics
 from warren.broker import decoding
 from warren.config import Settings, redact_url
 from warren.errors import (
@@ -301,6 +302,8 @@ class Session:
         mandatory publish to a reply-to address even when it delivers it.
         """
         where = f"{message.exchange or '(default)'}/{message.routing_key}"
+        timer = metrics.publish_timer()
+        started = time.perf_counter()
         try:
             properties = to_properties(message)
             # pika encodes the frame inside basic_publish; a value AMQP cannot carry (an id over
@@ -311,6 +314,8 @@ class Session:
                 )
         except (ValueError, TypeError, OverflowError, struct.error, UnicodeEncodeError) as e:
             raise Unpublishable(f"publishing to {where}: AMQP cannot carry this message: {e}") from e
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
 
     def request(self, message: Outgoing, *, timeout: float) -> Any:
         """Publish a request with ``reply_to`` set to direct reply-to; the decoded JSON reply."""
