@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what Warren's tests, benchmarks, linters and `make demo` need:
 #   - RabbitMQ from Debian (the tests run private throwaway nodes of it: warren.testing.broker),
+#   - Chromium from Debian (the dashboard's browser test drives it with Playwright; Playwright's own
+#     browser download is never used),
 #   - uv (pinned: UV_VERSION below), which reads the lock file,
 #   - every Python dependency at the version uv.lock pins, each checked against the lock's hashes
 #     (all extras and the `dev` dependency group: test, lint, bench), into PYTHON's environment,
@@ -74,6 +76,19 @@ else
         # Harmless: private nodes use other names and free ports; they only share epmd.
         echo "install-deps: note: a system RabbitMQ node is running (left alone)"
     fi
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium already installed"
+else
+    if [[ $EUID -ne 0 ]]; then
+        echo "install-deps: chromium is missing; run this script as root to apt-get install it" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y chromium
+    command -v chromium >/dev/null 2>&1 || { echo "install-deps: chromium still missing after apt-get" >&2; exit 1; }
 fi
 
 ensure_uv

@@ -1,8 +1,8 @@
 """`warren dlq` against a real RabbitMQ: list, show, replay and purge dead letters, and a replay
 SIGKILLed midway that loses nothing.
 
-Dead letters are made for real: a selftest worker that refuses every body over 5 bytes
-(`oversized_body`) dead-letters `work` tasks that a normal worker completes once they are replayed.
+Dead letters are made for real (``tests.support.deadletters``): tasks a strict worker refused as
+oversized, which a normal worker completes once they are replayed.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
 
-from warren.broker import Session
+from tests.support.deadletters import dead_lettered, dlq, ids_in, wait_for_depth
 from warren.dlq import DeadLetters, Selection
 from warren.testing.ledger import Ledger
 from warren.testing.processes import child_python_path
@@ -31,40 +30,6 @@ def warren(rig: Any, *args: str, timeout: float = 60) -> subprocess.CompletedPro
         [sys.executable, "-m", "warren", *args], capture_output=True, text=True, timeout=timeout, check=False,
         env={**os.environ, **rig.env, "PYTHONPATH": child_python_path(rig.env)},
     )
-
-
-def dead_lettered(rig: Any, count: int, **task: Any) -> list[str]:
-    """``count`` selftest `work` tasks dead-lettered as oversized by a strict worker (stopped after)."""
-    rig.apply_topology()
-    strict = rig.worker("strict", WARREN_MAX_BODY_BYTES="5")
-    ids = [rig.producer.publish("selftest", "work", {"ms": 1, **task}) for _ in range(count)]
-    wait_for_depth(rig, dlq(rig), count)
-    strict.stop()
-    return ids
-
-
-def dlq(rig: Any) -> str:
-    return Names(rig.settings.namespace).pool("selftest", ()).dead_letter_queue
-
-
-def wait_for_depth(rig: Any, queue: str, count: int, *, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while (ready := rig.queue_ready(queue)) < count:
-        assert time.monotonic() < deadline, f"{queue}: {ready} of {count} messages within {timeout}s"
-        time.sleep(0.05)
-
-
-def ids_in(rig: Any, queue: str) -> list[str]:
-    """The message ids in ``queue``, read and given back."""
-    session = Session.open(rig.settings, name="test-read")
-    try:
-        found = []
-        while (d := session.get(queue)) is not None:
-            found.append(d.message_id)
-        session.requeue_unacked()
-        return found
-    finally:
-        session.close()
 
 
 def completions(rig: Any, ids: list[str], *, timeout: float = 30) -> tuple[Any, dict[str, list[dict[str, Any]]]]:

@@ -21,9 +21,11 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
+from warren import metrics
 from warren.config import Settings
 from warren.errors import RequestTimeout, WarrenError
 from warren.producer import Producer
+from warren_shop.api import operations
 from warren_shop.roles.common import EMAIL_PATTERN, PHONE_PATTERN, Customer, Item, Strict
 from warren_shop.settings import ApiSettings
 
@@ -140,6 +142,8 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
                 raise Unavailable(f"broker unavailable ({e}); the notification was not queued") from None
         return {"id": notification_id, "status": "pending"}
 
+    operations.mount(app, settings)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -159,6 +163,9 @@ def create_app(settings: Settings, api: ApiSettings) -> FastAPI:
 def serve(settings: Settings, api: ApiSettings) -> int:
     import uvicorn
 
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+    # log_config=None: uvicorn's lines go through Warren's logging (WARREN_LOG_FORMAT) like the rest.
     uvicorn.run(create_app(settings, api), host=api.host, port=api.port, log_level=settings.log_level.lower(),
-                access_log=False)
+                access_log=False, log_config=None)
     return 0
