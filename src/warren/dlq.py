@@ -22,6 +22,7 @@ see docs/operations.md.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -35,7 +36,7 @@ from typing import Any
 
 from warren.broker import Session
 from warren.config import Settings
-from warren.errors import ConfigError, PublishRefused, WarrenError
+from warren.errors import BrokerUnavailable, ConfigError, PublishRefused, WarrenError
 from warren.messages import H_DUE_AT, Delivery, Outgoing
 from warren.topology import Names
 from warren.worker import deadletter
@@ -271,7 +272,7 @@ class DeadLetters:
                         if entry.id == message_id:
                             return entry
                 finally:
-                    session.requeue_unacked()
+                    _give_back(session)
         return None
 
     def replay(self, selection: Selection, *, pool: str | None = None, dry_run: bool = False,
@@ -330,7 +331,7 @@ class DeadLetters:
                         if on_progress is not None:
                             on_progress(progress)
                 finally:
-                    session.requeue_unacked()
+                    _give_back(session)
                 if stopped is not None:
                     break
         action = f"would {verb}" if dry_run else ("replayed" if verb == "replay" else "purged")
@@ -351,6 +352,12 @@ class DeadLetters:
             if delivery is None:
                 return
             yield entry_of(pool, position, delivery), delivery
+
+
+def _give_back(session: Session) -> None:
+    """Return what the reader holds; on a connection already lost, the broker has done so."""
+    with contextlib.suppress(BrokerUnavailable):
+        session.requeue_unacked()
 
 
 def entry_of(pool: str, position: int, delivery: Delivery) -> Entry:

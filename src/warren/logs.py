@@ -45,6 +45,6 @@ def configure(settings: Settings) -> None:
     """Log to standard error at ``WARREN_LOG_LEVEL`` in ``WARREN_LOG_FORMAT``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
+    logging.basicConfig(level=settings.log_level, handlers=[handler])  # a no-op where logging is set up already
     # pika logs every connection failure with a traceback; Warren reports them in one line.
     logging.getLogger("pika").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.CRITICAL)
