@@ -38,6 +38,7 @@ form.inline{display:inline} button,a.button{font:inherit;padding:2px 10px;border
 background:#fff;color:inherit;cursor:pointer;text-decoration:none} .danger{border-color:#b3261e;color:#b3261e}
 .notice{background:#e6f4ea;border:1px solid #9fd3ae;padding:8px 12px;border-radius:6px;margin-bottom:16px}
 .error{background:#fdecea;border:1px solid #f1a7a1;padding:8px 12px;border-radius:6px;margin-bottom:16px}
+header button{background:transparent;color:#fff;border-color:#8da2b5} td.actions{white-space:nowrap}
 .muted{color:#6b7680} pre{background:#f5f6f8;padding:8px;overflow:auto;max-height:420px} code{font-size:13px}
 """
 
@@ -192,7 +193,7 @@ def _entry_row(ops: Operations, entry: Entry) -> str:
     return (f'<tr data-id="{e(entry.id)}"><td><a href="{e(link)}">{e(entry.id)}</a></td><td>{e(entry.pool)}</td>'
             f'<td>{e(entry.task_type)}</td><td>{e(entry.reason)}</td><td>{e(entry.error_class)}: '
             f'{e((entry.error_message or "")[:120])}</td><td class="n">{e(entry.attempts)}</td>'
-            f'<td>{e(entry.summary()["dead_lettered_at"])}</td><td>{_actions(ops, entry)}</td></tr>')
+            f'<td>{e(entry.summary()["dead_lettered_at"])}</td><td class="actions">{_actions(ops, entry)}</td></tr>')
 
 
 def _actions(ops: Operations, entry: Entry) -> str:
