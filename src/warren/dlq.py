@@ -351,7 +351,7 @@ class DeadLetters:
             delivery = session.get(queue)
             if delivery is None:
                 return
-            yield entry_of(pool, position, delivery), delivery
+            yield entry_of(pool, delivery, position=position), delivery
 
 
 def _give_back(session: Session) -> None:
@@ -360,7 +360,7 @@ def _give_back(session: Session) -> None:
         session.requeue_unacked()
 
 
-def entry_of(pool: str, position: int, delivery: Delivery) -> Entry:
+def entry_of(pool: str, delivery: Delivery, *, position: int = 0) -> Entry:
     """An ``Entry`` from a delivery read off a dead-letter queue."""
     info = deadletter.describe(delivery.headers)
     return Entry(

@@ -76,7 +76,7 @@ class PoolMetrics:
             return task_type
         return "*" if "*" in self._tasks else "unknown"
 
-    def settled(self, task_type: str, outcome: str, seconds: float) -> None:
+    def settled(self, task_type: str, outcome: str, *, seconds: float) -> None:
         key = (task_type, outcome)
         children = self._settled.get(key)
         if children is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,7 +26,7 @@ def dead_letter(*, message_id: str | None = "m-1", task_type: str = "charge", re
                     message_id=message_id, type=task_type, correlation_id="c-1", headers=headers, timestamp=1000)
 
 
-ENTRY = entry_of("payments", 0, dead_letter())
+ENTRY = entry_of("payments", dead_letter())
 
 
 @pytest.mark.parametrize(("selection", "matches"), [
@@ -47,9 +48,7 @@ def test_a_selection_matches_on_every_criterion_it_has(selection: Selection, mat
 
 
 def test_an_entry_of_unknown_age_matches_no_age_filter() -> None:
-    delivery = dead_letter()
-    unknown = entry_of("payments", 0, Delivery(**{**{f: getattr(delivery, f) for f in delivery.__slots__},
-                                                   "headers": {}}))
+    unknown = entry_of("payments", replace(dead_letter(), headers={}))
     assert unknown.reason == "unknown" and unknown.dead_lettered_at is None
     assert not Selection(older_than=timedelta(0)).matches(unknown, now=NOW)
 
@@ -62,7 +61,7 @@ def test_replay_and_purge_refuse_an_empty_selection_unless_told_everything() -> 
 
 
 def test_a_message_without_an_id_is_named_by_its_body() -> None:
-    entry = entry_of("payments", 3, dead_letter(message_id=None))
+    entry = entry_of("payments", dead_letter(message_id=None), position=3)
     assert entry.id.startswith("~") and len(entry.id) == 17 and entry.message_id is None
 
 
@@ -75,8 +74,7 @@ def test_the_replayed_copy_starts_afresh_keeps_its_history_and_records_the_repla
     assert deadletter.H_ATTEMPT not in headers and deadletter.H_REASON not in headers and "x-death" not in headers
     assert headers[deadletter.H_HISTORY] == [{"attempt": 1, "at_ms": 1, "error": "E: first"}]
     assert headers[H_REPLAYS] == [{"at_ms": 42, "reason": "permanent_failure", "attempts": 2}]
-    again = replayed(ENTRY, Delivery(**{**{f: getattr(delivery, f) for f in delivery.__slots__}, "headers": headers}),
-                     work_queue="ns.payments", now_ms=43)
+    again = replayed(ENTRY, replace(delivery, headers=headers), work_queue="ns.payments", now_ms=43)
     assert len(dict(again.headers or {})[H_REPLAYS]) == 2
 
 

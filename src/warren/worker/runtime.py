@@ -459,7 +459,7 @@ class Worker:
     def _measure(self, result: Result, action: Action, outcome: str) -> None:
         metrics = self.metrics
         assert metrics is not None
-        metrics.settled(result.task_type, outcome.replace("-", "_"), result.seconds)
+        metrics.settled(result.task_type, outcome.replace("-", "_"), seconds=result.seconds)
         if isinstance(action, Retry):
             metrics.retried(result.task_type, action.error_class)
         elif isinstance(action, DeadLetter):

@@ -258,7 +258,7 @@ async def lookup(request: Request, ops: Authorized, kind: str, item_id: str) -> 
         {"at": change.at.isoformat(), "status": change.status, "detail": change.detail} for change in history]}
 
 
-def mount(app: FastAPI, settings: Settings, config: OperationsSettings | None = None) -> None:
+def mount(app: FastAPI, settings: Settings, *, config: OperationsSettings | None = None) -> None:
     """Add the operations API, the dashboard and (with ``WARREN_METRICS_PORT``) request metrics."""
     from warren_shop.api import dashboard
 
