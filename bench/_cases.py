@@ -8,8 +8,12 @@ confirms from this process while it consumes: the time runs from just before the
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,13 +91,19 @@ def _message_ids(count: int) -> list[str]:
 
 
 # -- end to end -----------------------------------------------------------------------------------
-def warren_worker(env: Env, prefetch: int, count: int) -> Measurement:
-    """The real Worker (own process) consuming what ``Producer.publish_batch`` publishes."""
+def warren_worker(env: Env, prefetch: int, count: int, *, metrics: bool = False) -> Measurement:
+    """The real Worker (own process) consuming what ``Producer.publish_batch`` publishes; with
+    ``metrics``, serving its Prometheus metrics, scraped once a second meanwhile, as Prometheus would
+    (more often than its usual 15-30 s)."""
     with _warren_queue(env, prefetch) as (settings, queue):
         argv = ["--url", env.url, "--namespace", settings.namespace, "--prefetch", str(prefetch), "--count", str(count)]
-        log = env.logs / f"warren-worker-p{prefetch}.log"
+        port = _free_port() if metrics else None
+        if port is not None:
+            argv += ["--metrics-port", str(port)]
+        name = "warren-worker-metrics" if metrics else "warren-worker"
+        log = env.logs / f"{name}-p{prefetch}.log"
         child = Child.python_module("warren worker", "bench._warren_consumer", *argv, log_path=log, json_stdout=True)
-        with child:
+        with child, _scraping(port):
             _amqp.wait_for_consumer(env.url, queue, child)
             names = Names(settings.namespace)
             messages = [task_message(names, POOL, TASK, {}) for _ in range(count)]
@@ -104,6 +114,41 @@ def warren_worker(env: Env, prefetch: int, count: int) -> Measurement:
             report = child.result(CASE_TIMEOUT_S)
         _amqp.ensure_drained(env.url, queue, count)
     return Measurement(count, report["done_at"] - started, published - started)
+
+
+def warren_worker_with_metrics(env: Env, prefetch: int, count: int) -> Measurement:
+    return warren_worker(env, prefetch, count, metrics=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _scraping(port: int | None) -> Iterator[list[int]]:
+    """Scrape http://127.0.0.1:port/metrics once a second from a thread until the block ends; the
+    list holds the sizes of the pages read."""
+    pages: list[int] = []
+    if port is None:
+        yield pages
+        return
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(1.0):
+            with contextlib.suppress(OSError):  # not serving yet
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    pages.append(len(response.read()))
+
+    thread = threading.Thread(target=scrape, name="bench-scraper", daemon=True)
+    thread.start()
+    try:
+        yield pages
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def pika_worker(env: Env, prefetch: int, count: int) -> Measurement:

@@ -6,6 +6,7 @@ completed once its ack is sent), records when it reaches N and calls ``worker.st
 ``{"done_at": <time.monotonic()>, "completed": ..., "exit_code": ...}`` on exit.
 
 Logging is at WARNING (per-message INFO lines off), as a worker benchmark without log shipping.
+``--metrics-port`` serves the worker's Prometheus metrics, as ``WARREN_METRICS_PORT`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 
+from warren import metrics
 from warren.config import Settings
 from warren.worker.pool import load_pool
 from warren.worker.runtime import Worker
@@ -44,11 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--prefetch", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = Settings(_env_file=None, broker_url=args.url, namespace=args.namespace, prefetch=args.prefetch)
+    settings = Settings(_env_file=None, broker_url=args.url, namespace=args.namespace, prefetch=args.prefetch,
+                        metrics_port=args.metrics_port)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, address="127.0.0.1")
     worker = Worker(load_pool("selftest"), settings, name=f"bench-{args.namespace}")
     monitor = _Monitor(worker, args.count)
     monitor.thread.start()

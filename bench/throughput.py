@@ -3,7 +3,8 @@
 Starts one private RabbitMQ node and runs every case against it, one at a time:
 
 - end to end on a durable quorum queue with a no-op handler, at prefetch 1 and 50: the Warren
-  worker (``Producer.publish_batch`` feeding ``Worker``, pool ``selftest``, task ``noop``), raw pika
+  worker (``Producer.publish_batch`` feeding ``Worker``, pool ``selftest``, task ``noop``), the same
+  with its Prometheus metrics on (``WARREN_METRICS_PORT``, scraped once a second), raw pika
   (pipelined confirms feeding a BlockingConnection consumer), and Celery (``send_task`` feeding a
   prefork worker with ``task_acks_late``); throughput = N / (first publish -> N-th ack);
 - batch publishing with no consumer: ``Producer.publish_batch`` vs raw pika pipelined confirms.
@@ -37,6 +38,7 @@ Runner = Callable[[Env], Measurement]
 
 WORKERS: dict[str, tuple[str, Callable[[Env, int, int], Measurement]]] = {
     "warren": ("warren worker", _cases.warren_worker),
+    "warren-metrics": ("warren worker, metrics on", _cases.warren_worker_with_metrics),
     "pika": ("raw pika", _cases.pika_worker),
     "celery": ("celery", _cases.celery_worker),
 }

@@ -3,6 +3,8 @@
 #   - RabbitMQ from Debian (the tests run private throwaway nodes of it: warren.testing.broker),
 #   - PostgreSQL from Debian (the shop's store tests run private throwaway clusters of it:
 #     warren_shop.local.LocalPostgres; the system cluster is never started),
+#   - Chromium from Debian (the dashboard's browser test drives it with Playwright; Playwright's own
+#     browser download is never used),
 #   - uv (pinned: UV_VERSION below), which reads the lock file,
 #   - every Python dependency at the version uv.lock pins, each checked against the lock's hashes
 #     (all extras and the `dev` dependency group: test, lint, bench), into PYTHON's environment,
@@ -82,6 +84,19 @@ if [[ ${#missing[@]} -gt 0 ]]; then
         # Harmless: private nodes use other names and free ports; they only share epmd.
         say "note: a system RabbitMQ node is running (left alone)"
     fi
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+    say "chromium already installed"
+else
+    if [[ $EUID -ne 0 ]]; then
+        echo "install-deps: chromium is missing; run this script as root to apt-get install it" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y chromium
+    command -v chromium >/dev/null 2>&1 || { echo "install-deps: chromium still missing after apt-get" >&2; exit 1; }
 fi
 
 ensure_uv

@@ -1,4 +1,4 @@
-"""The ``warren`` command: worker, publish, request, topology.
+"""The ``warren`` command: worker, publish, request, topology, dlq.
 
 Pools are named as installed packages register them (the ``warren.pools`` entry points) or as
 ``package.module:attribute``.
@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from warren import topology
+from warren import dlq_command, logs, metrics, topology
 from warren.config import Settings, load_settings
+from warren.dlq import parse_duration
 from warren.errors import ConfigError, TopologyError, WarrenError
 from warren.worker.pool import Pool, load_pool, registered_pools
 
@@ -29,16 +30,6 @@ log = logging.getLogger("warren")
 EXIT_BROKER = 1
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # pika logs every connection failure with a traceback; Warren reports them in one line.
-    logging.getLogger("pika").setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.CRITICAL)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pools", help="list the pools installed packages register (entry points warren.pools)")
 
+    dlq_command.add_parser(sub)
+
     topo = sub.add_parser("topology", help="show or apply the exchanges, queues and bindings")
     topo_sub = topo.add_subparsers(dest="action", required=True)
     for action in ("show", "apply"):
@@ -90,15 +83,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _seconds(text: str) -> float:
     """``30``, ``30s``, ``5m``, ``2h`` or ``1d`` as seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
     try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30, 30s, 5m, 2h, 1d)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a duration cannot be negative: {text!r}")
-    return value
+        return parse_duration(text).total_seconds()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _instant(text: str) -> datetime:
@@ -134,7 +122,7 @@ def guarded(command: Callable[[Settings], int], *, prog: str = "warren") -> int:
     on stderr and the documented exit status (2 configuration, 3 topology, 1 broker)."""
     try:
         settings = load_settings()
-        _setup_logging(settings)
+        logs.configure(settings)
         return command(settings)
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
@@ -153,6 +141,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from warren.worker.runtime import EXIT_ABANDONED, Worker
 
+        if settings.metrics_port is not None:
+            metrics.serve(settings.metrics_port)
         worker = Worker(load_pool(args.pool), settings, exit_when_idle=args.exit_when_idle)
         worker.install_signal_handlers()
         status = worker.run()
@@ -186,6 +176,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             reply = producer.request(args.pool, args.task_type, _payload(args.payload), timeout=args.timeout)
         print(json.dumps(reply))
         return 0
+    if args.command == "dlq":
+        return dlq_command.run(args, settings)
     if args.command == "pools":
         for name, target in sorted(registered_pools().items()):
             print(f"{name:<12} {target}")

@@ -99,6 +99,15 @@ class Settings(BaseSettings):
         "seconds, so exec probes can check readiness (exists) and liveness (recent).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` lines, or `json`: one object per line with the message id, correlation id, pool, task, "
+        "attempt, outcome and duration of the message it is about.",
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Serve Prometheus metrics on this port (/metrics); none when unset.",
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -111,6 +120,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _delays_are_ordered(self) -> Settings:

@@ -98,6 +98,21 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "production": values_from_yaml((CHART / "values-production.yaml").read_text()),
     # What `make e2e` installs on kind: the operator scaling the selftest pool.
     "e2e": values_from_yaml((CHART.parents[1] / "tests" / "e2e" / "values-e2e.yaml").read_text()),
+    # Operating it: scraping, alerts, a Grafana dashboard, JSON logs, the dashboard with its token.
+    "monitoring": {
+        "warren": {"logFormat": "json"},
+        "api": {"adminToken": {"existingSecret": "warren-operators", "key": "api-token"}},
+        "operator": {"enabled": True},
+        "metrics": {
+            "port": 9200,
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "queueAgeSeconds": 120},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Warren"}},
+        },
+        "networkPolicy": {
+            "monitoringFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        },
+    },
 }
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod")

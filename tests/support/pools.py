@@ -9,3 +9,14 @@ orphan = Pool("orphan")
 @orphan.task("work")
 def work(payload: object, ctx: TaskContext) -> None:
     ctx.emit("orphan.done", {"id": ctx.task_id})
+
+
+# A pool whose handler logs through ctx.logger, and fails when asked to.
+chatty = Pool("chatty")
+
+
+@chatty.task("say")
+def say(payload: dict[str, object], ctx: TaskContext) -> None:
+    ctx.logger.info("saying %s", payload.get("text"))
+    if payload.get("fail"):
+        raise RuntimeError("asked to fail")

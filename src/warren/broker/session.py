@@ -22,6 +22,7 @@ import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
+from warren import metrics
 from warren.broker import decoding
 from warren.config import Settings, redact_url
 from warren.errors import (
@@ -308,7 +309,13 @@ class Session:
         """Fetch one message with basic.get (manual ack on the consume channel), or None."""
         with translated(f"reading {queue!r}"):
             method, properties, body = self._consume.basic_get(queue, auto_ack=False)
-        return None if method is None else to_delivery(method, properties, body)
+        return None if method is None else to_delivery(method, properties, body, queue=queue)
+
+    def requeue_unacked(self) -> None:
+        """Give back every message fetched with ``get`` and not acked, to where it was in its queue
+        (one ``basic.nack`` with multiple and requeue): how a reader leaves what it did not take."""
+        with translated("returning unacknowledged messages"):
+            self._consume.basic_nack(0, multiple=True, requeue=True)
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self, message: Outgoing, *, mandatory: bool = True) -> None:
@@ -318,6 +325,8 @@ class Session:
         mandatory publish to a reply-to address even when it delivers it.
         """
         where = f"{message.exchange or '(default)'}/{message.routing_key}"
+        timer = metrics.publish_timer()
+        started = time.perf_counter()
         try:
             properties = to_properties(message)
             # pika encodes the frame inside basic_publish; a value AMQP cannot carry (an id over
@@ -328,6 +337,8 @@ class Session:
                 )
         except (ValueError, TypeError, OverflowError, struct.error, UnicodeEncodeError) as e:
             raise Unpublishable(f"publishing to {where}: AMQP cannot carry this message: {e}") from e
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
 
     def request(self, message: Outgoing, *, timeout: float) -> Any:
         """Publish a request with ``reply_to`` set to direct reply-to; the decoded JSON reply."""

@@ -133,7 +133,8 @@ class Processor:
                     redelivered=delivery.redelivered or deaths > 0,  # from the suspect queue: a redo
                     correlation_id=delivery.correlation_id,
                     worker=self.worker,
-                    logger=task_logger(task_log, task_id=task_id, correlation_id=delivery.correlation_id),
+                    logger=task_logger(task_log, task_id=task_id, correlation_id=delivery.correlation_id,
+                                       pool=self.pool.name, task=delivery.type or spec.name, attempt=attempt),
                 )
                 outcome, returned = self._run(spec.handler, payload, ctx)
         action = decide(outcome, attempt=attempt, policy=policy)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,17 +116,29 @@ class TaskContext:
         self.tasks.append((pool, task_type, payload, message_id))
 
 
-def task_logger(logger: logging.Logger, *, task_id: str, correlation_id: str | None) -> logging.LoggerAdapter[Any]:
+def task_logger(
+    logger: logging.Logger, *, task_id: str, correlation_id: str | None, pool: str | None = None,
+    task: str | None = None, attempt: int | None = None,
+) -> logging.LoggerAdapter[Any]:
     """``logger`` with ``task_id`` and ``correlation_id`` on every record (as attributes, for
-    structured formatters, and as a prefix of the message, for plain ones)."""
-    return _TaskLogger(logger, {"task_id": task_id, "correlation_id": correlation_id or task_id})
+    structured formatters, and as a prefix of the message, for plain ones), and the fields of
+    ``warren.logs``' JSON lines: the task's pool, type and attempt, and how long it has run."""
+    return _TaskLogger(logger, {"task_id": task_id, "correlation_id": correlation_id or task_id, "pool": pool,
+                                "task": task, "attempt": attempt, "started": time.monotonic()})
 
 
 class _TaskLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
-        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
-        return f"[task {extra['task_id']} correlation {extra['correlation_id']}] {msg}", kwargs
+        prefix = f"[task {extra['task_id']} correlation {extra['correlation_id']}] "
+        fields = {
+            "message_id": extra["task_id"], "correlation_id": extra["correlation_id"], "pool": extra.get("pool"),
+            "task": extra.get("task"), "attempt": extra.get("attempt"), "outcome": "running",
+            "duration_ms": round((time.monotonic() - float(extra["started"])) * 1000, 1),  # type: ignore[arg-type]
+        }
+        kwargs["extra"] = {"task_id": extra["task_id"], "correlation_id": extra["correlation_id"],
+                           "warren": fields, "task_prefix": prefix, **kwargs.get("extra", {})}
+        return f"{prefix}{msg}", kwargs
 
 
 class Pool:

@@ -40,6 +40,7 @@ from warren.broker import Session
 from warren.config import Settings
 from warren.errors import BrokerUnavailable, PublishRefused
 from warren.messages import Delivery
+from warren.metrics import PoolMetrics
 from warren.worker.deadletter import Reason
 from warren.worker.decision import Action, Complete, DeadLetter, Defer, Failed, Isolate, Retry, decide
 from warren.worker.handling import Processor, Result
@@ -140,6 +141,10 @@ class Worker:
         self._done: OrderedDict[str, None] = OrderedDict()
         self._stuck_reported: set[Slot] = set()
         self._last_activity = time.monotonic()
+        self.metrics: PoolMetrics | None = None
+        if settings.metrics_port is not None:
+            self.metrics = PoolMetrics(pool.name, pool.tasks)
+            self.metrics.count_in_flight(lambda: len(self._flight.in_flight))
 
     @property
     def consumer_arguments(self) -> dict[str, int]:
@@ -197,6 +202,8 @@ class Worker:
         self._session = session
         self._wakeup_pending.clear()  # a wake-up scheduled on a lost connection never ran
         self.stats.connections += 1
+        if self.metrics is not None and self.stats.connections > 1:
+            self.metrics.reconnected()
         try:
             topology.apply(session, self.topology)
             self._flight = _Flight(generation=self._flight.generation + 1)
@@ -210,6 +217,8 @@ class Worker:
             log.info("worker %s consuming %s (prefetch %d) and %s (prefetch 1) on %s", self.name,
                      self.pool_names.queue, self.settings.prefetch, self.pool_names.suspect_queue, session.node)
             self._health.ready()
+            if self.metrics is not None:
+                self.metrics.consuming(True)
             self._last_activity = time.monotonic()
             drain_deadline: float | None = None
             while True:
@@ -235,6 +244,8 @@ class Worker:
                     self.stop()
         finally:
             self._health.not_ready()
+            if self.metrics is not None:
+                self.metrics.consuming(False)
             self._session = None
             session.close()
 
@@ -402,8 +413,7 @@ class Worker:
                     session.ack(tag, channel=channel)
 
     def _finish(self, result: Result, action: Action) -> None:
-        outcome = {Complete: "completed", Retry: "retry", DeadLetter: "dead-lettered", Defer: "deferred",
-                   Isolate: "isolated"}[type(action)]
+        outcome = _OUTCOMES[type(action)]
         if isinstance(action, Complete):
             self.stats.completed += 1
         elif isinstance(action, Retry):
@@ -414,20 +424,53 @@ class Worker:
             self.stats.isolated += 1
         else:
             self.stats.deferred += 1
+        delivery = result.delivery
+        if self.metrics is not None:
+            self._measure(result, action, outcome)
+        if not log.isEnabledFor(logging.INFO):
+            return
         detail = ""
+        fields: dict[str, object] = {}
         if isinstance(action, Retry):
             detail = f" delay_ms={action.delay_ms} error={action.error_class}"
+            fields = {"delay_ms": action.delay_ms, "error": action.error_class}
         elif isinstance(action, DeadLetter):
             detail = f" reason={action.reason} error={action.error_class}"
+            fields = {"reason": str(action.reason), "error": action.error_class}
         elif isinstance(action, Defer):
             detail = f" due_in_ms={action.remaining_ms}"
+            fields = {"due_in_ms": action.remaining_ms}
         elif isinstance(action, Isolate):
             detail = f" deaths={action.deaths} to={self.pool_names.suspect_queue}"
+            fields = {"deaths": action.deaths, "to": self.pool_names.suspect_queue}
+        queue_name = delivery.queue or self.pool_names.queue
+        duration_ms = round(result.seconds * 1000, 1)
         log.info(
             "message id=%s queue=%s task=%s attempt=%d redelivered=%s outcome=%s duration_ms=%.1f%s",
-            result.delivery.message_id, result.delivery.queue or self.pool_names.queue, result.task_type,
-            result.attempt, result.delivery.redelivered, outcome, result.seconds * 1000, detail,
+            delivery.message_id, queue_name, result.task_type, result.attempt, delivery.redelivered, outcome,
+            duration_ms, detail,
+            extra={"warren": {
+                "message_id": delivery.message_id, "correlation_id": delivery.correlation_id or delivery.message_id,
+                "pool": self.pool.name, "task": result.task_type, "attempt": result.attempt, "outcome": outcome,
+                "duration_ms": duration_ms, "queue": queue_name, "redelivered": delivery.redelivered, **fields,
+            }},
         )
+
+    def _measure(self, result: Result, action: Action, outcome: str) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        metrics.settled(result.task_type, outcome.replace("-", "_"), seconds=result.seconds)
+        if isinstance(action, Retry):
+            metrics.retried(result.task_type, action.error_class)
+        elif isinstance(action, DeadLetter):
+            metrics.dead_lettered(result.task_type, str(action.reason))
+        timestamp = result.delivery.timestamp
+        if timestamp and result.attempt <= 1 and not isinstance(action, Defer | Isolate):
+            metrics.waited(time.time() - timestamp - result.seconds)
+
+
+_OUTCOMES: dict[type, str] = {Complete: "completed", Retry: "retry", DeadLetter: "dead-lettered", Defer: "deferred",
+                              Isolate: "isolated"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,11 @@ from fastapi import FastAPI, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
+from warren import metrics
 from warren.config import Settings
 from warren.errors import RequestTimeout, WarrenError
 from warren.producer import Producer
+from warren_shop.api import operations
 from warren_shop.roles.common import EMAIL_PATTERN, PHONE_PATTERN, Customer, Item, Strict
 from warren_shop.settings import ApiSettings, shop_settings
 from warren_shop.store import Cause, Store, StoreUnavailable, idempotency, notifications, orders
@@ -226,6 +228,8 @@ def create_app(settings: Settings, api: ApiSettings, store: Store | None = None)
         found = store.read(lambda conn: notifications.read(conn, notification_id), retry_seconds=REQUEST_RETRY_SECONDS)
         return found or JSONResponse(status_code=404, content={"detail": f"no notification {notification_id!r}"})
 
+    operations.mount(app, settings)
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -251,6 +255,9 @@ def serve(settings: Settings, api: ApiSettings) -> int:
     shop = shop_settings()
     store = Store(shop.resolved_database_url(), name="warren-api")
     store.require_schema(wait=shop.database_retry_seconds)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+    # log_config=None: uvicorn's lines go through Warren's logging (WARREN_LOG_FORMAT) like the rest.
     uvicorn.run(create_app(settings, api, store), host=api.host, port=api.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
     return 0
