@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.database import fresh_sqlite_url
 from tests.support.deadletters import dead_lettered, dlq, ids_in, wait_for_depth
 from warren.testing.broker import LocalBroker
 from warren.testing.ledger import Ledger
@@ -50,6 +51,7 @@ def test_an_operator_replays_and_purges_dead_letters_from_the_dashboard(
     token = secrets.token_urlsafe(24)
     (tmp_path / "token").write_text(token)
     api = LocalApi({**rig.env, "WARREN_API_ADMIN_TOKEN_FILE": str(tmp_path / "token"),
+                    "WARREN_SHOP_DATABASE_URL": fresh_sqlite_url(tmp_path),
                     "WARREN_API_POOLS": '["selftest"]', "WARREN_API_MANAGEMENT_URL": broker.management_url},
                    tmp_path).wait_ready()
     expect = playwright.expect

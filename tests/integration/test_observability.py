@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.database import fresh_sqlite_url
 from tests.support.docker import free_ports
 from warren.logs import FIELDS
 from warren_shop.local import LocalApi
@@ -82,7 +83,9 @@ def test_a_worker_serves_its_counters_and_logs_json_lines(rig) -> None:
 def test_the_api_counts_requests_by_route_and_status(rig, tmp_path: Path) -> None:
     (port,) = free_ports(1)
     rig.apply_topology()  # the API is ready once the tasks exchange exists
-    api = LocalApi({**rig.env, "WARREN_METRICS_PORT": str(port)}, tmp_path).wait_ready()
+    database = fresh_sqlite_url(tmp_path)
+    api = LocalApi({**rig.env, "WARREN_METRICS_PORT": str(port), "WARREN_SHOP_DATABASE_URL": database},
+                   tmp_path).wait_ready()
     try:
         for _ in range(3):
             assert api.call("GET", "/healthz")[0] == 200
