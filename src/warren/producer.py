@@ -106,7 +106,7 @@ class Producer:
             session = self._session = Session.open(
                 self.settings, name=self.name, blocked_timeout=self.settings.publish_timeout
             )
-            log.info("producer %s connected to %s", self.name, session.node)
+            log.debug("producer %s connected to %s", self.name, session.node)
         self._used = time.monotonic()
         return session
 
