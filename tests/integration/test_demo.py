@@ -4,20 +4,28 @@ from the store, read back through the API."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from warren.testing.processes import child_python_path
 
 pytestmark = pytest.mark.broker
 
 
 def test_the_shop_demo_accounts_for_every_order(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WARREN_")}  # its own private broker
+    env["PYTHONPATH"] = child_python_path({})  # this checkout's code, whatever is installed
     done = subprocess.run([sys.executable, "-m", "warren_shop", "demo"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=240)
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stderr[-3000:]
+    # One order of each final status, as GET /api/v1/orders/ID answered, before the table.
+    assert re.search(r"GET /api/v1/orders/\w+: accepted -> reserved -> paid -> (shipped -> emailed|emailed -> shipped)"
+                     r" -> completed; by \d+ processes", done.stdout)
+    assert re.search(r"GET /api/v1/orders/\w+: accepted -> reserved -> failed \(payment_declined\)", done.stdout)
     table = done.stdout[done.stdout.index("orders sent to the API"):]
     assert "every order accounted for" in table
     assert "final status, read back from the store (GET /api/v1/orders/ID)" in table

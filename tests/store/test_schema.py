@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tests.support.database import fresh_postgres_url
+from warren.testing.processes import child_python_path
 from warren_shop.store import SchemaMismatch, Store
 from warren_shop.store.migrate import head
 from warren_shop.store.schema import metadata
@@ -39,7 +40,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_db_upgrade_run_by_several_pods_at_once_migrates_once_and_all_succeed(empty_database_url: str) -> None:
-    env = {**os.environ, "WARREN_SHOP_DATABASE_URL": empty_database_url}
+    env = {**os.environ, "WARREN_SHOP_DATABASE_URL": empty_database_url, "PYTHONPATH": child_python_path({})}
     upgrades = [subprocess.Popen([sys.executable, "-m", "warren_shop", "db", "upgrade"], env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
     outputs = [(u.wait(timeout=60), *u.communicate()) for u in upgrades]

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.database import fresh_sqlite_url
+from warren.testing.processes import child_python_path
 from warren_shop.store import Store
 
 COMMANDS = {"worker": ["warren", "worker", "payments"], "api": ["warren_shop", "api"]}
+BARE = {"PATH": "/usr/bin:/bin", "PYTHONPATH": child_python_path({})}  # this checkout's code, nothing else set
 
 
 def start(command: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *COMMANDS[command]], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "WARREN_BROKER_URL": "amqp://127.0.0.1:1/",
-                                             **env})
+                          cwd=tmp_path, env={**BARE, "WARREN_BROKER_URL": "amqp://127.0.0.1:1/", **env})
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -53,7 +54,7 @@ def test_a_database_that_does_not_answer_stops_it_with_1_without_the_password(co
 
 def db_upgrade(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "warren_shop", "db", "upgrade"], capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+                          timeout=60, env={**BARE, **env})
 
 
 def test_db_upgrade_refuses_a_database_it_does_not_support() -> None:

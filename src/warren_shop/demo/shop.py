@@ -118,6 +118,7 @@ def run(settings: Settings) -> int:
             time.sleep(0.5)
         report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
         outcome = Outcome.read_back(api, ledger, accepted)
+        outcome.show_examples()
 
         running = shop.running_workers()
         for w in running:
@@ -146,6 +147,7 @@ class Outcome:
     failed: Counter[str]
     dead_lettered: Counter[str]  # orders with a message in a dead-letter queue, by reason
     unfinished: list[str]  # neither completed nor failed in the store
+    examples: dict[str, dict[str, Any]]  # one order of each final status, as the API answered
 
     @property
     def lost(self) -> int:
@@ -155,8 +157,11 @@ class Outcome:
     @classmethod
     def read_back(cls, api: LocalApi, ledger: Ledger, order_ids: list[str]) -> Outcome:
         completed, failed, dead, unfinished = 0, Counter[str](), Counter[str](), []
+        examples: dict[str, dict[str, Any]] = {}
         for order_id in order_ids:
             status, order = api.call("GET", f"/api/v1/orders/{order_id}")
+            if status == 200:
+                examples.setdefault(order["status"], order)
             if order_id in ledger.dead:
                 dead[ledger.dead[order_id].reason] += 1
             if status == 200 and _fulfilled(order):
@@ -165,7 +170,14 @@ class Outcome:
                 failed[order["reason"]] += 1
             elif order_id not in ledger.dead:
                 unfinished.append(order_id)
-        return cls(completed, failed, dead, unfinished)
+        return cls(completed, failed, dead, unfinished, examples)
+
+    def show_examples(self) -> None:
+        for order in self.examples.values():
+            steps = " -> ".join(e["status"] + (f" ({e['reason']})" if e.get("reason") else "")
+                                for e in order["history"])
+            workers = sorted({e["worker"] for e in order["history"]})
+            say(f"GET /api/v1/orders/{order['order_id']}: {steps}; by {len(workers)} processes")
 
 
 def _fulfilled(order: dict[str, Any]) -> bool:
