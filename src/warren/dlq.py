@@ -36,7 +36,7 @@ from typing import Any
 
 from warren.broker import Session
 from warren.config import Settings
-from warren.errors import BrokerUnavailable, ConfigError, PublishRefused, WarrenError
+from warren.errors import BrokerUnavailable, ConfigError, PublishRefused, TopologyError, WarrenError
 from warren.messages import H_DUE_AT, Delivery, Outgoing
 from warren.topology import Names
 from warren.worker import deadletter
@@ -210,13 +210,17 @@ class Outcome:
 class DeadLetters:
     """The dead-letter queues of some pools, on one broker connection per operation."""
 
-    def __init__(self, settings: Settings, pools: Sequence[str], *, name: str = "warren-dlq") -> None:
+    def __init__(self, settings: Settings, pools: Sequence[str], *, name: str = "warren-dlq",
+                 skip_missing: bool = False) -> None:
+        """``skip_missing``: pools without a dead-letter queue on the broker (a pool installed but
+        never deployed) are left out; otherwise naming one is an error that says so."""
         if not pools:
             raise WarrenError("no pools to read: name at least one")
         self.settings = settings
         self.pools = tuple(dict.fromkeys(pools))
         self.names = Names(settings.namespace)
         self.name = name
+        self.skip_missing = skip_missing
 
     def queue_of(self, pool: str) -> str:
         return self.names.pool(pool, ()).dead_letter_queue
@@ -225,11 +229,32 @@ class DeadLetters:
         return self.names.queue(pool)
 
     def _pools(self, pool: str | None) -> tuple[str, ...]:
-        if pool is None:
-            return self.pools
-        if pool not in self.pools:
+        """The pools an operation reads: ``pool`` or all, less those without a dead-letter queue
+        when ``skip_missing``. Asked on a connection of its own: a missing queue closes the channel."""
+        if pool is not None and pool not in self.pools:
             raise WarrenError(f"unknown pool {pool!r} (known: {', '.join(self.pools)})")
-        return (pool,)
+        wanted = self.pools if pool is None else (pool,)
+        present = []
+        session: Session | None = None
+        try:
+            for p in wanted:
+                session = session or Session.open(self.settings, name=self.name)
+                try:
+                    session.queue_depth(self.queue_of(p))
+                except TopologyError:
+                    session.close()
+                    session = None
+                    if not self.skip_missing or pool is not None:
+                        raise ConfigError(
+                            f"pool {p!r} has no dead-letter queue {self.queue_of(p)!r} on this broker (is "
+                            f"WARREN_NAMESPACE {self.settings.namespace!r} right? was the pool ever deployed?)"
+                        ) from None
+                    continue
+                present.append(p)
+        finally:
+            if session is not None:
+                session.close()
+        return tuple(present)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -241,8 +266,9 @@ class DeadLetters:
 
     def depths(self) -> dict[str, int]:
         """Messages in each pool's dead-letter queue, without reading them."""
+        pools = self._pools(None)
         with self._session() as session:
-            return {pool: session.queue_depth(self.queue_of(pool))[0] for pool in self.pools}
+            return {pool: session.queue_depth(self.queue_of(pool))[0] for pool in pools}
 
     def listing(self, selection: Selection = Selection(), *, pool: str | None = None, limit: int | None = None,
              now: datetime | None = None) -> Listing:
@@ -252,8 +278,9 @@ class DeadLetters:
         entries: list[Entry] = []
         counts: dict[str, Counter[str]] = {}
         depths: dict[str, int] = {}
+        pools = self._pools(pool)
         with self._session() as session:
-            for p in self._pools(pool):
+            for p in pools:
                 counts[p] = Counter()
                 depths[p], read = self._read(session, p)
                 for entry in read:
@@ -265,8 +292,9 @@ class DeadLetters:
 
     def show(self, message_id: str, *, pool: str | None = None) -> Entry | None:
         """The first dead letter named ``message_id``, read up to it and given back; None if none is."""
+        pools = self._pools(pool)
         with self._session() as session:
-            for p in self._pools(pool):
+            for p in pools:
                 try:
                     for entry, _ in self._deliveries(session, p):
                         if entry.id == message_id:
@@ -305,8 +333,8 @@ class DeadLetters:
         kept = 0
         stopped: str | None = None
         pace = _Pace(rate)
+        pools = self._pools(pool)
         with self._session() as session:
-            pools = self._pools(pool)
             depths = {p: session.queue_depth(self.queue_of(p))[0] for p in pools}
             progress = Progress(depth=sum(depths.values()))
             for p in pools:

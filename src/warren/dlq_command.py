@@ -108,7 +108,8 @@ def run(args: argparse.Namespace, settings: Settings, *, out: TextIO = sys.stdou
     pools = args.pools or sorted(registered_pools())
     if not pools:
         raise ConfigError("no pools installed: name one with --pool")
-    dlq = DeadLetters(settings, pools, name="warren-cli-dlq")
+    # Every installed pool by default: those never deployed on this broker have no queue to read.
+    dlq = DeadLetters(settings, pools, name="warren-cli-dlq", skip_missing=not args.pools)
     if args.action == "list":
         listing = dlq.listing(selection(args), limit=args.limit)
         if args.json:

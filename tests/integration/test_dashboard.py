@@ -24,7 +24,6 @@ from warren.topology import Names
 from warren_shop.local import LocalApi
 
 pytestmark = pytest.mark.broker
-playwright = pytest.importorskip("playwright.sync_api", reason="the test dependency group installs playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
@@ -32,7 +31,16 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def playwright() -> Any:
+    try:
+        from playwright import sync_api
+    except ImportError:  # never a skip: a browser test that does not run proves nothing
+        pytest.fail("playwright is not installed: run `make deps` (the test dependency group)", pytrace=False)
+    return sync_api
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any) -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: run `make deps` (scripts/install-deps.sh)", pytrace=False)
     with playwright.sync_playwright() as p:
@@ -42,7 +50,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_an_operator_replays_and_purges_dead_letters_from_the_dashboard(
-    rig: Any, broker: LocalBroker, browser: Any, tmp_path: Path
+    rig: Any, broker: LocalBroker, playwright: Any, browser: Any, tmp_path: Path
 ) -> None:
     oversized = dead_lettered(rig, 2)
     rig.worker("normal")

@@ -53,6 +53,9 @@ def test_list_show_and_replay_a_dead_letter_to_completion_with_the_cli(rig) -> N
     listing = json.loads(listed.stdout)
     assert listing["counts"] == {"selftest": {"oversized_body": 3, "permanent_failure": 1}}
     assert [m["id"] for m in listing["messages"]] == [*ids, refused]  # in queue order
+    # Every installed pool by default: the shop's have no queues in this namespace and are left out.
+    everywhere = json.loads(warren(rig, "dlq", "list", "--json").stdout)
+    assert everywhere["counts"] == listing["counts"]
     only = json.loads(warren(rig, "dlq", "list", "--pool", "selftest", "--reason", "permanent_failure",
                              "--json").stdout)
     assert [(m["id"], m["error_class"], m["attempts"]) for m in only["messages"]] == [(refused, "PermanentError", 1)]
@@ -118,6 +121,7 @@ def test_bad_arguments_are_refused_with_a_clear_message(rig) -> None:
         (("dlq", "replay", "--all", "--rate", "0"), "must be above 0"),
         (("dlq", "list", "--older-than", "soon"), "not a duration: 'soon'"),
         (("dlq", "list", "--limit", "-3"), "must be at least 1"),
+        (("dlq", "list", "--pool", "orders"), "pool 'orders' has no dead-letter queue"),  # not deployed here
     ]:
         done = warren(rig, *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)

@@ -106,7 +106,7 @@ class Operations:
     pools: tuple[str, ...]
 
     def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.settings, self.pools, name="warren-api-dlq")
+        return DeadLetters(self.settings, self.pools, name="warren-api-dlq", skip_missing=True)
 
     def queues(self) -> list[Any]:
         return pool_queues(self.settings, self.pools, management_url=self.config.management_url)

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from warren.broker import Session
 from warren.config import Settings
-from warren.errors import WarrenError
+from warren.errors import TopologyError, WarrenError
 from warren.topology import Names
 
 
@@ -43,21 +43,28 @@ class PoolQueues:
 def pool_queues(settings: Settings, pools: Sequence[str], *, management_url: str | None) -> list[PoolQueues]:
     """Every pool's numbers, from the management API when its URL is given, else from AMQP."""
     names = Names(settings.namespace)
-    session = Session.open(settings, name="warren-api-queues")
+    rows = []
+    session: Session | None = None
     try:
-        rows = []
         for pool in pools:
             pn = names.pool(pool, ())
-            ready, consumers = session.queue_depth(pn.queue)
-            suspect = session.queue_depth(pn.suspect_queue)[0]
-            dead = session.queue_depth(pn.dead_letter_queue)[0]
+            session = session or Session.open(settings, name="warren-api-queues")
+            try:
+                ready, consumers = session.queue_depth(pn.queue)
+                suspect = session.queue_depth(pn.suspect_queue)[0]
+                dead = session.queue_depth(pn.dead_letter_queue)[0]
+            except TopologyError:  # a pool not deployed here: left out (the failed declare closed the channel)
+                session.close()
+                session = None
+                continue
             row = PoolQueues(pool, pn.queue, ready, consumers, suspect, dead, None, None, None, "queue.declare")
             if management_url:
                 row = _with_management(row, settings, management_url)
             rows.append(row)
         return rows
     finally:
-        session.close()
+        if session is not None:
+            session.close()
 
 
 def _with_management(row: PoolQueues, settings: Settings, management_url: str) -> PoolQueues:
