@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         default=None, max_length=200,
         description="How this worker names itself in logs, connection names and events (default host:pid).",
     )
+    declare_topology: bool = Field(
+        default=True,
+        description="Workers declare their pool's exchanges, queues and bindings on every connection, which "
+        "needs the configure permission on them. False: they only check that each exists (passive declares "
+        "need no permission), for a user that may not configure anything; `warren topology apply` then "
+        "declares them with other credentials, as the Helm chart's topology step does.",
+    )
     health_file: Path | None = Field(
         default=None,
         description="Exists while the worker is connected and consuming; its mtime is refreshed every few "

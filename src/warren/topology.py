@@ -110,6 +110,11 @@ class Declarer(Protocol):
     def bind_exchange(self, destination: str, source: str, routing_key: str) -> None: ...
 
 
+class Checker(Protocol):
+    def check_exchange(self, name: str) -> None: ...
+    def check_queue(self, name: str) -> None: ...
+
+
 class Names:
     """Every name derives from the namespace, so systems sharing a vhost never collide."""
 
@@ -228,3 +233,14 @@ def apply(declarer: Declarer, topology: Topology) -> None:
             declarer.bind_exchange(binding.destination, binding.source, binding.routing_key)
         else:
             declarer.bind_queue(binding.destination, binding.source, binding.routing_key)
+
+
+def verify(checker: Checker, topology: Topology) -> None:
+    """Check that every exchange and queue exists, without declaring anything: passive declares,
+    which need no permission, for a user that may not configure (``WARREN_DECLARE_TOPOLOGY=false``).
+    The first one missing raises (``TopologyError`` from a ``Session``). Bindings cannot be checked
+    this way: whoever applied the topology declared them with the queues."""
+    for exchange in topology.exchanges:
+        checker.check_exchange(exchange.name)
+    for queue in topology.queues:
+        checker.check_queue(queue.name)

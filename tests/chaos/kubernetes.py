@@ -22,7 +22,10 @@ from warren.testing.cluster import DockerCluster, Node
 from warren_shop import pipeline as shop
 
 ROOT = Path(__file__).resolve().parents[2]
-RELEASE = "warren"  # the chart's objects are then warren-rabbitmq, warren-broker, ...
+RELEASE = "warren"  # the chart's objects are then warren-rabbitmq, warren-broker-api, ...
+# The chaos workers' broker URL: the administrator's, since they run pools the chart does not
+# deploy (and so has no users for), declaring their own topology.
+BROKER_SECRET = "chaos-broker"
 
 
 def kubectl(*args: str, namespace: str | None = None, check: bool = True, stdin: str | None = None,
@@ -61,7 +64,7 @@ class Pod:
                     "name": "worker", "image": platform.worker_image, "imagePullPolicy": "IfNotPresent", "args": [pool],
                     "env": [{"name": "WARREN_WORKER_NAME", "value": name},
                             {"name": "WARREN_BROKER_URL",
-                             "valueFrom": {"secretKeyRef": {"name": f"{RELEASE}-broker", "key": "url"}}},
+                             "valueFrom": {"secretKeyRef": {"name": BROKER_SECRET, "key": "url"}}},
                             *({"name": k, "value": v} for k, v in env.items())],
                     "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                                         "capabilities": {"drop": ["ALL"]}},
@@ -142,6 +145,10 @@ class KubernetesPlatform:
                            check=True, capture_output=True, text=True, timeout=700)
         secret = json.loads(kubectl("get", "secret", f"{RELEASE}-rabbitmq", "-o", "json", namespace=namespace).stdout)
         password = base64.b64decode(secret["data"]["rabbitmq-password"]).decode()
+        in_cluster = f"amqp://warren:{password}@{RELEASE}-rabbitmq.{namespace}.svc.cluster.local:5672/%2F"
+        kubectl("apply", "-f", "-", namespace=namespace, stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": BROKER_SECRET}, "type": "Opaque",
+            "data": {"url": base64.b64encode(in_cluster.encode()).decode()}}))
         (self.local_port,) = free_ports(1)
         self.broker_url = f"amqp://warren:{password}@127.0.0.1:{self.local_port}/%2F"
         self._forward: subprocess.Popen[bytes] | None = None

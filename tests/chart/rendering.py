@@ -78,7 +78,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "rabbitmq": {
             "replicas": 3,
             "image": {"digest": DIGEST},
-            "auth": {"existingSecret": "rabbitmq-credentials"},
+            "auth": {"existingSecret": "rabbitmq-credentials", "usersExistingSecret": "rabbitmq-users"},
             "persistence": {"size": "20Gi", "storageClass": "fast-ssd"},
             "podAntiAffinity": "hard",
             "extraConfig": "vm_memory_high_watermark.relative = 0.6",

@@ -8,7 +8,7 @@ No cluster is needed: rendering, the values schema and lint are Helm's own engin
 
 from __future__ import annotations
 
-import base64
+import json
 import os
 import re
 import shutil
@@ -25,6 +25,7 @@ import yaml
 from helm_python import Chart, HelmRenderError, HelmValuesError, lint, package, values_from_yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
+from tests.chart.rabbitmq import decoded, definitions, rabbitmq_config, run_setup, user_secret, users
 from tests.chart.rendering import CHART, DIGEST, RELEASE, VALUE_SETS, Render, render
 from warren.config import load, settings_from_env
 from warren.worker.pool import registered_pools
@@ -62,10 +63,6 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 def pool_settings(r: Render, pool: str) -> dict[str, Any]:
     """A pool's effective settings: workers.* defaults under the pool's own keys."""
     return {**r.values["workers"], **r.values["pools"][pool]}
-
-
-def decoded(secret: dict[str, Any]) -> dict[str, str]:
-    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
 
 
 # -- Helm: render, lint, package ---------------------------------------------------------------
@@ -157,16 +154,31 @@ def test_no_default_credentials_anywhere(rendered: Render) -> None:
         assert not CREDENTIALS_IN_URL.search(value), name
 
 
-def test_generated_credentials_are_random_and_shared_by_the_broker_url(chart, renders) -> None:
-    r = renders["default"]
+def test_generated_credentials_are_random_and_each_user_has_its_own(chart, renders) -> None:
+    r = renders["production"]
     rabbitmq = decoded(r.get("Secret", f"{RELEASE}-rabbitmq"))
     password, cookie = rabbitmq["rabbitmq-password"], rabbitmq["rabbitmq-erlang-cookie"]
     assert len(password) == 32 and len(cookie) == 64
     assert set(password + cookie) <= set(string.ascii_letters + string.digits)
-    url = decoded(r.get("Secret", f"{RELEASE}-broker"))["url"]
-    assert url == f"amqp://warren:{password}@{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local:5672/%2F"
-    again = decoded(render(chart, "default", {}).get("Secret", f"{RELEASE}-rabbitmq"))
-    assert again["rabbitmq-password"] != password  # generated, not a constant (lookup keeps it on upgrades)
+    # A Secret per role's user: its password, and the whole URL for the roles that use AMQP.
+    roles = set(users(r)) - {"warren"}
+    assert {s["metadata"]["name"] for s in r.of_kind("Secret")} == {
+        f"{RELEASE}-rabbitmq", *(f"{RELEASE}-broker-{user}" for user in roles)}
+    host = f"{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local"
+    passwords = {password}
+    for user in roles:
+        secret = user_secret(r, user)
+        assert secret["username"] == user and len(secret["password"]) == 32, user
+        assert set(secret["password"]) <= set(string.ascii_letters + string.digits), user
+        if user == "operator":  # the management API only: no AMQP URL
+            assert "url" not in secret
+        else:
+            assert secret["url"] == f"amqp://{user}:{secret['password']}@{host}:5672/%2F"
+        passwords.add(secret["password"])
+    assert len(passwords) == len(roles) + 1
+    again = render(chart, "production", VALUE_SETS["production"])
+    assert decoded(again.get("Secret", f"{RELEASE}-rabbitmq"))["rabbitmq-password"] != password
+    assert user_secret(again, "api")["password"] != user_secret(r, "api")["password"]  # lookup keeps them
 
 
 def test_an_upgrade_that_cannot_read_the_credentials_fails_instead_of_replacing_them(chart) -> None:
@@ -175,9 +187,17 @@ def test_an_upgrade_that_cannot_read_the_credentials_fails_instead_of_replacing_
     with pytest.raises(HelmRenderError) as raised:
         chart.render({}, name=RELEASE, namespace="warren", is_upgrade=True, is_install=False)
     assert "rabbitmq.auth.existingSecret" in str(raised.value) and f"Secret {RELEASE}-rabbitmq" in str(raised.value)
-    # With the credentials managed outside Helm there is nothing to generate: the upgrade renders.
-    upgraded = chart.render({"rabbitmq": {"auth": {"existingSecret": "rabbitmq-credentials"}}}, name=RELEASE,
-                            namespace="warren", is_upgrade=True, is_install=False)
+    # The administrator's credentials managed outside Helm, not the users': blind, the chart would
+    # generate the users' passwords anew on every render (Argo CD renders as an install).
+    for is_upgrade in (True, False):
+        with pytest.raises(HelmRenderError) as raised:
+            chart.render({"rabbitmq": {"auth": {"existingSecret": "rabbitmq-credentials"}}}, name=RELEASE,
+                         namespace="warren", is_upgrade=is_upgrade, is_install=not is_upgrade)
+        assert "rabbitmq.auth.usersExistingSecret" in str(raised.value)
+    # With all the credentials managed outside Helm there is nothing to generate: the upgrade renders.
+    upgraded = chart.render({"rabbitmq": {"auth": {"existingSecret": "rabbitmq-credentials",
+                                                   "usersExistingSecret": "rabbitmq-users"}}},
+                            name=RELEASE, namespace="warren", is_upgrade=True, is_install=False)
     assert "kind: StatefulSet" in upgraded[f"{RELEASE}/templates/rabbitmq-statefulset.yaml"]
 
 
@@ -222,18 +242,22 @@ def test_an_external_broker_comes_from_its_secret(renders) -> None:
     assert "WARREN_BROKER_URL" not in r.configmap
 
 
-def test_an_existing_rabbitmq_secret_is_used_as_is(renders) -> None:
+def test_existing_secrets_are_used_as_is(renders) -> None:
     r = renders["all-features"]
     assert r.of_kind("Secret") == []
     volumes = {v["name"]: v for v in r.pod("StatefulSet", f"{RELEASE}-rabbitmq")["volumes"]}
     assert volumes["secrets"]["secret"]["secretName"] == "rabbitmq-credentials"
-    # Its password cannot be put in a URL at render time: the roles get it as a file.
+    roles = sorted(set(users(r)) - {"warren"})
+    assert volumes["users"]["projected"]["sources"] == [
+        {"secret": {"name": "rabbitmq-users", "items": [{"key": user, "path": user} for user in roles]}}]
+    # Their passwords cannot be put in a URL at render time: each role gets its user's as a file.
     assert r.configmap["WARREN_BROKER_URL"] == f"amqp://{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local:5672/%2F"
-    assert r.configmap["WARREN_BROKER_USERNAME"] == "warren"
+    assert "WARREN_BROKER_USERNAME" not in r.configmap
     api = r.pod("Deployment", f"{RELEASE}-api")
-    assert env_of(api["containers"][0])["WARREN_BROKER_PASSWORD_FILE"] == "/etc/warren/broker/password"
+    env = env_of(api["containers"][0])
+    assert (env["WARREN_BROKER_USERNAME"], env["WARREN_BROKER_PASSWORD_FILE"]) == ("api", "/etc/warren/broker/password")
     assert next(v for v in api["volumes"] if v["name"] == "broker")["secret"]["items"] == [
-        {"key": "rabbitmq-password", "path": "password"}]
+        {"key": "api", "path": "password"}]
 
 
 # -- Containers --------------------------------------------------------------------------------
@@ -374,10 +398,6 @@ def test_the_api_serves_8080_with_health_and_readiness_probes(renders) -> None:
 # -- RabbitMQ ----------------------------------------------------------------------------------
 
 
-def rabbitmq_config(r: Render) -> dict[str, str]:
-    return r.get("ConfigMap", f"{RELEASE}-rabbitmq-config")["data"]
-
-
 def conf_lines(r: Render) -> dict[str, str]:
     lines = (line.split("=", 1) for line in rabbitmq_config(r)["rabbitmq.conf"].splitlines()
              if line.strip() and not line.lstrip().startswith("#"))
@@ -496,34 +516,49 @@ def test_rabbitmq_keeps_its_data_on_persistent_volumes(renders) -> None:
     assert {"name": "data", "mountPath": "/var/lib/rabbitmq/mnesia"} in mounts
 
 
-def test_the_setup_container_writes_the_administrator_and_an_owner_only_cookie(renders, tmp_path) -> None:
+def test_the_setup_container_writes_the_users_and_an_owner_only_cookie(renders, tmp_path) -> None:
     """The setup init container's script, run here with its directories moved under tmp_path."""
-    r = renders["default"]
-    assert "default_pass" not in rabbitmq_config(r)["rabbitmq.conf"]  # the password never sits in a ConfigMap
-    setup = r.pod("StatefulSet", f"{RELEASE}-rabbitmq")["initContainers"][0]
-    assert setup["command"][:2] == ["sh", "-ec"]
-    paths = ("/config", "/secrets", "/etc/rabbitmq", "/var/lib/rabbitmq")
-    dirs = {d: tmp_path / d.strip("/").replace("/", "-") for d in paths}
-    for d in dirs.values():
-        d.mkdir()
-    for name, text in rabbitmq_config(r).items():
-        (dirs["/config"] / name).write_text(text)
-    for name, text in decoded(r.get("Secret", f"{RELEASE}-rabbitmq")).items():
-        (dirs["/secrets"] / name).write_text(text)
-    script = setup["command"][2]
-    for d in sorted(dirs, key=len, reverse=True):
-        script = script.replace(d + "/", f"{dirs[d]}/")
-    env = {"PATH": os.environ["PATH"], **env_of(setup)}
+    r = renders["production"]
+    config = rabbitmq_config(r)
+    assert "default_pass" not in config["rabbitmq.conf"] and "default_user" not in config["rabbitmq.conf"]
+    assert conf_lines(r)["load_definitions"] == "/etc/rabbitmq/definitions.json"
     for _ in range(2):  # a restarted init container runs it again
-        subprocess.run(["sh", "-ec", script], env=env, check=True)
-    password = decoded(r.get("Secret", f"{RELEASE}-rabbitmq"))["rabbitmq-password"]
-    user_conf = dirs["/etc/rabbitmq"] / "conf.d" / "10-default-user.conf"
-    assert user_conf.read_text() == f"default_user = warren\ndefault_pass = {password}\n"
-    assert user_conf.stat().st_mode & 0o077 == 0
+        dirs = run_setup(r, tmp_path)
+    written = dirs["/etc/rabbitmq"] / "definitions.json"
+    assert written.stat().st_mode & 0o777 == 0o600  # the passwords: the broker's user only
+    imported = {u["name"]: u for u in json.loads(written.read_text())["users"]}
+    assert imported.keys() == users(r).keys()
+    assert imported["warren"]["password"] == decoded(r.get("Secret", f"{RELEASE}-rabbitmq"))["rabbitmq-password"]
+    for user in set(imported) - {"warren"}:
+        assert imported[user]["password"] == user_secret(r, user)["password"], user
+    # The ConfigMap holds placeholders only; everything but the passwords is as rendered.
+    assert {u["name"]: u["password"] for u in definitions(r)["users"]} == {
+        user: "@@rabbitmq-password@@" if user == "warren" else f"@@{user}@@" for user in imported}
+    assert json.loads(written.read_text())["permissions"] == definitions(r)["permissions"]
     cookie = dirs["/var/lib/rabbitmq"] / ".erlang.cookie"
     assert cookie.stat().st_mode & 0o777 == 0o400  # Erlang refuses a cookie others can read
-    written = {p.name for p in dirs["/etc/rabbitmq"].iterdir()}
-    assert written == {"rabbitmq.conf", "enabled_plugins", "advanced.config", "conf.d"}
+    assert {p.name for p in dirs["/etc/rabbitmq"].iterdir()} == {
+        "rabbitmq.conf", "enabled_plugins", "advanced.config", "definitions.json", "conf.d"}
+
+
+@pytest.mark.parametrize(("problem", "message"), [
+    ("missing", "no password for @@api@@"),
+    ("quote", "must hold a password of letters and digits only"),
+])
+def test_the_setup_container_refuses_a_missing_or_unsafe_password(renders, tmp_path, problem: str,
+                                                                   message: str) -> None:
+    """A password goes into JSON as it is: one that is missing, or holds anything but letters and
+    digits (usersExistingSecret is yours), stops the node before it boots with a broken user."""
+    r = renders["all-features"]
+    passwords = {user: f"pw{user.replace('-', '')}" for user in set(users(r)) - {"warren"}}
+    run_setup(r, tmp_path / "ok", passwords=passwords)
+    if problem == "missing":
+        del passwords["api"]
+    else:
+        passwords["api"] = 'pass"word'
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_setup(r, tmp_path / problem, passwords=passwords)
+    assert message in failed.value.stderr
 
 
 # -- Conventions -------------------------------------------------------------------------------

@@ -158,13 +158,28 @@ def _secret_data(r: Render, name: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in r.get("Secret", name)["data"].items()}
 
 
-def test_the_operator_finds_the_bundled_broker_with_its_generated_password(with_operator) -> None:
+def test_the_operator_logs_in_as_its_own_monitoring_user(with_operator) -> None:
+    """Not the administrator: the bundled broker's "operator" user, whose Secret holds its password
+    only (no AMQP URL: it has no AMQP permission), which nothing but the operator and the RabbitMQ
+    pods read."""
     spec = autoscalers(with_operator)["payments"]
+    assert spec["managementSecretRef"]["name"] == f"{RELEASE}-broker-operator"
     data = _secret_data(with_operator, spec["managementSecretRef"]["name"])
+    assert set(data) == {"username", "password"}
     config = management_config_from(spec, data)
     assert config.base_url == f"http://{RELEASE}-rabbitmq.{with_operator.namespace}.svc.cluster.local:15672"
-    assert config.username == "warren" and config.password.get_secret_value() == data["rabbitmq-password"]
+    assert config.username == "operator" and config.password.get_secret_value() == data["password"]
     assert ":" not in spec["managementUrl"].split("@")[0].split("//")[1], "no password in the spec"
+
+
+def test_with_users_from_an_existing_secret_the_operator_reads_its_key(chart) -> None:
+    r = render(chart, "operator-users", {**WITH_OPERATOR, "rabbitmq": {"auth": {
+        "existingSecret": "rabbitmq-credentials", "usersExistingSecret": "rabbitmq-users"}}})
+    spec = autoscalers(r)["payments"]
+    assert spec["managementSecretRef"]["name"] == "rabbitmq-users"
+    config = management_config_from(spec, {"operator": "m0nitor", "api": "other", "topology": "other"})
+    assert (config.base_url, config.username, config.password.get_secret_value()) == (
+        f"http://{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local:15672", "operator", "m0nitor")
 
 
 def test_the_operator_finds_an_external_broker_from_the_roles_url(renders) -> None:

@@ -1,9 +1,10 @@
 """The chart's rabbitmq.conf and advanced.config, as rendered, booted by a real RabbitMQ.
 
 RabbitMQ refuses to start on a rabbitmq.conf key it does not know, and an advanced.config it
-cannot parse: rendering and schema checks see neither. So the production profile's files, less
-only the Kubernetes peer-discovery keys (no API server here), configure the test broker image in
-Docker, and the test asks the running node what it made of them: the memory limit it counts on
+cannot parse: rendering and schema checks see neither. So the production profile's files, as its
+setup init container writes them (conftest's ``rabbitmq_node``) less only the Kubernetes
+peer-discovery keys (no API server here), configure the test broker image in Docker, and the test
+asks the running node what it made of them: the memory limit it counts on
 (the container limit less headroom, not the host's RAM), the memory and disk alarm thresholds, the
 target cluster size, and the quorum-queue settings.
 
@@ -15,26 +16,17 @@ advanced.config, which a 3.10 node holds without acting on them.
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 
 import pytest
 
+from tests.chart.rabbitmq import Node
 from tests.chart.rendering import RELEASE, Render
-from tests.support.docker import RABBITMQ_IMAGE, docker, docker_problem, eventually
+from tests.support.docker import docker
 
 pytestmark = pytest.mark.docker
 
-PEER_DISCOVERY = re.compile(r"^cluster_formation\.(peer_discovery_backend|k8s\.)")
 GiB = 1024**3
-
-
-def chart_files(r: Render) -> dict[str, str]:
-    """The RabbitMQ ConfigMap's files, without the keys that need a Kubernetes API server."""
-    data = dict(r.get("ConfigMap", f"{RELEASE}-rabbitmq-config")["data"])
-    data["rabbitmq.conf"] = "\n".join(line for line in data["rabbitmq.conf"].splitlines()
-                                      if not PEER_DISCOVERY.match(line))
-    return data
 
 
 def conf_value(r: Render, key: str) -> str:
@@ -56,37 +48,9 @@ def test_memory_headroom_follows_the_cluster_operators_rule(chart) -> None:
 
 
 @pytest.fixture(scope="module")
-def node(renders, tmp_path_factory: pytest.TempPathFactory):
-    """A test-image broker configured by the production profile's rendered files (/etc/rabbitmq)."""
-    problem = docker_problem(RABBITMQ_IMAGE)
-    if problem:
-        pytest.fail(f"Docker or {RABBITMQ_IMAGE} is not available ({problem}): run `make images`.", pytrace=False)
-    config = tmp_path_factory.mktemp("etc-rabbitmq")
-    config.chmod(0o755)
-    for name, text in chart_files(renders["production"]).items():
-        (config / name).write_text(text)
-        (config / name).chmod(0o644)
-    name = f"warren-test-conf-{secrets.token_hex(4)}"
-    docker("run", "--detach", "--name", name, "--label", "warren.test=chart",
-           "--volume", f"{config}:/etc/rabbitmq:ro", RABBITMQ_IMAGE)
-    try:
-        eventually(lambda: _booted(name), timeout=90, what="RabbitMQ booted with the chart's configuration",
-                   logs=lambda: _logs(name))
-        yield name
-    finally:
-        docker("rm", "--force", name, check=False)
-
-
-def _booted(name: str) -> bool:
-    if docker("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
-        raise AssertionError(f"RabbitMQ refused the chart's configuration and stopped:\n{_logs(name)[-3000:]}")
-    return docker("exec", name, "rabbitmq-diagnostics", "-q", "check_port_connectivity", check=False,
-                  timeout=60).returncode == 0
-
-
-def _logs(name: str) -> str:
-    done = docker("logs", name, check=False)
-    return done.stdout + done.stderr
+def node(rabbitmq_node: Node) -> str:
+    """The container of the test-image broker configured as a production pod (conftest)."""
+    return rabbitmq_node.name
 
 
 def evaluate(node: str, expression: str) -> str:

@@ -6,8 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from warren import topology
 from warren.config import Settings
+from warren.errors import TopologyError
 
 
 def _settings(**kw) -> Settings:
@@ -77,3 +80,39 @@ def test_topology_show_json_prints_the_description(tmp_path) -> None:
     shown = json.loads(done.stdout)
     assert {"name": "demo.tasks", "kind": "direct"} in shown["exchanges"]
     assert "demo.selftest.dlq" in [q["name"] for q in shown["queues"]]
+
+
+class _Checker:
+    """Records passive checks; ``missing`` names raise as a broker's 404 would."""
+
+    def __init__(self, missing: str = "") -> None:
+        self.checked: list[str] = []
+        self.missing = missing
+
+    def _check(self, name: str) -> None:
+        self.checked.append(name)
+        if name == self.missing:
+            raise TopologyError(f"checking {name!r}: NOT_FOUND")
+
+    check_exchange = check_queue = _check
+
+
+def test_verify_checks_every_exchange_then_every_queue_and_declares_nothing() -> None:
+    topo = topology.build(_settings(), pools=["payments"])
+    checker = _Checker()
+    topology.verify(checker, topo)
+    assert checker.checked == [e.name for e in topo.exchanges] + [q.name for q in topo.queues]
+    with pytest.raises(TopologyError, match=r"warren\.payments\.suspect"):
+        topology.verify(_Checker(missing="warren.payments.suspect"), topo)
+
+
+def test_a_worker_that_may_not_declare_only_checks_and_says_how_to_recover() -> None:
+    from warren.testing.selftest import pool
+    from warren.worker.runtime import Worker
+
+    assert _settings().declare_topology is True  # declaring stays the default outside the chart
+    worker = Worker(pool, _settings(declare_topology=False))
+    checker = _Checker(missing="warren.selftest")
+    with pytest.raises(TopologyError, match="restart the pod so its topology step runs again"):
+        worker._verify_topology(checker)  # type: ignore[arg-type]
+    assert "warren.tasks" in checker.checked

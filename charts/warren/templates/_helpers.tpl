@@ -155,61 +155,154 @@ imagePullSecrets:
 {{- end }}
 
 {{/*
-Where the roles find the broker.
-- bundled RabbitMQ, generated credentials: <fullname>-broker holds the whole URL (key "url");
-- bundled RabbitMQ, rabbitmq.auth.existingSecret: the URL carries no credentials (ConfigMap), the
-  password is that Secret's "rabbitmq-password" key, mounted as a file (WARREN_BROKER_PASSWORD_FILE);
-- external broker: externalBroker.existingSecret, key externalBroker.key, holds the whole URL.
-The URL or password is always a mounted file, never an environment value.
+The bundled RabbitMQ's users: its administrator (rabbitmq.auth), for people and tools, and one user
+per role with only the permissions the role needs, on the vhost "/" (RabbitMQ's three regular
+expressions over exchange and queue names: configure, write, read). No Warren pod connects as the
+administrator. Publishing through the default exchange (retries, replies) is a write on
+"amq.default"; direct reply-to is a read on "amq.rabbitmq.reply-to"; passive declares (the API's and
+the workers' existence checks) need no permission. YAML (fromYaml): user name -> tags, configure,
+write, read. Users:
+- topology: the workers' topology step (init container) declares the namespace's exchanges and
+  queues (configure); binding and naming a dead-letter exchange are writes ("amq.default" for the
+  retry queues), reads of the queues and exchanges. With several nodes it reads /api/nodes
+  (--wait-for-nodes), which takes the "monitoring" tag;
+- worker-POOL, per enabled pool: consumes its work and suspect queues; publishes follow-ups to the
+  tasks and events exchanges, dead letters to the dlx, retries, suspects and replies through the
+  default exchange. It declares nothing (WARREN_DECLARE_TOPOLOGY=false): it cannot delete or
+  reconfigure a queue, its own included;
+- api, when the API is deployed: publishes to the tasks exchange, and reads direct reply-to;
+- operator, when the operator reads the bundled broker: the management API's "monitoring" tag,
+  no AMQP permission;
+- helm-test: the helm test pods, in their own Warren namespace (WARREN_NAMESPACE-test) as a worker
+  that declares, and a stock check to the deployed inventory pool through the tasks exchange.
+*/}}
+{{- define "warren.rabbitmq.users" -}}
+{{- $ns := regexQuoteMeta .Values.warren.namespace -}}
+{{- $test := regexQuoteMeta (include "warren.testNamespace" .) -}}
+{{- $pools := list -}}
+{{- range $pool, $spec := .Values.pools }}{{ if $spec.enabled }}{{ $pools = append $pools $pool }}{{ end }}{{ end -}}
+{{- if $pools }}
+topology:
+  tags: {{ if gt (int .Values.rabbitmq.replicas) 1 }}[monitoring]{{ else }}[]{{ end }}
+  configure: {{ printf "^%s\\." $ns | quote }}
+  write: {{ printf "^(%s\\..*|amq\\.default)$" $ns | quote }}
+  read: {{ printf "^%s\\." $ns | quote }}
+{{- end }}
+{{- range $pools }}
+worker-{{ . }}:
+  tags: []
+  configure: "^$"
+  write: {{ printf "^(%s\\.(tasks|events|dlx)|amq\\.default)$" $ns | quote }}
+  read: {{ printf "^%s\\.%s(\\.suspect)?$" $ns (regexQuoteMeta .) | quote }}
+{{- end }}
+{{- if .Values.api.enabled }}
+api:
+  tags: []
+  configure: "^$"
+  write: {{ printf "^%s\\.tasks$" $ns | quote }}
+  read: "^amq\\.rabbitmq\\.reply-to$"
+{{- end }}
+{{- if and .Values.operator.enabled (not .Values.operator.management.existingSecret) }}
+operator:
+  tags: [monitoring]
+  configure: "^$"
+  write: "^$"
+  read: "^$"
+{{- end }}
+helm-test:
+  tags: []
+  configure: {{ printf "^%s\\." $test | quote }}
+  write: {{ printf "^(%s\\..*|%s\\.tasks|amq\\.default)$" $test $ns | quote }}
+  read: {{ printf "^(%s\\..*|amq\\.rabbitmq\\.reply-to)$" $test | quote }}
+{{- end }}
+
+{{/* The Warren namespace of the helm test pods, apart from the deployed pools'. */}}
+{{- define "warren.testNamespace" -}}
+{{- printf "%s-test" .Values.warren.namespace | trunc 63 -}}
+{{- end }}
+
+{{/*
+RabbitMQ's definitions (imported on every boot: load_definitions), as JSON without a password:
+each is a placeholder @@FILE@@ that the setup init container replaces with the content of the file
+of that name (/secrets/rabbitmq-password, /users/USER).
+*/}}
+{{- define "warren.rabbitmq.definitions" -}}
+{{- $users := list (dict "name" .Values.rabbitmq.auth.username "password" "@@rabbitmq-password@@" "tags" (list "administrator")) -}}
+{{- $permissions := list (dict "user" .Values.rabbitmq.auth.username "vhost" "/" "configure" ".*" "write" ".*" "read" ".*") -}}
+{{- range $user, $spec := include "warren.rabbitmq.users" . | fromYaml -}}
+{{- if eq $user $.Values.rabbitmq.auth.username -}}
+{{- fail (printf "rabbitmq.auth.username: %q is the name of a role's user; choose another name for the administrator" $user) -}}
+{{- end -}}
+{{- $users = append $users (dict "name" $user "password" (printf "@@%s@@" $user) "tags" $spec.tags) -}}
+{{- $permissions = append $permissions (dict "user" $user "vhost" "/" "configure" $spec.configure "write" $spec.write "read" $spec.read) -}}
+{{- end -}}
+{{- dict "users" $users "vhosts" (list (dict "name" "/")) "permissions" $permissions | toPrettyJson -}}
+{{- end }}
+
+{{/*
+Where the roles find the broker. Each role pod mounts its own user's credentials, as a file at
+/etc/warren/broker (never an environment value). Called with (dict "root" $ "user" USER), and
+"volume" for a volume name other than "broker".
+- bundled RabbitMQ, generated passwords: Secret <fullname>-broker-USER holds the whole URL ("url");
+- bundled RabbitMQ, rabbitmq.auth.usersExistingSecret: the URL carries no credentials (ConfigMap),
+  the user name is WARREN_BROKER_USERNAME and the password that Secret's USER key, mounted as a
+  file (WARREN_BROKER_PASSWORD_FILE);
+- external broker: every role uses externalBroker.existingSecret, key externalBroker.key, the whole
+  URL (the chart cannot create users on a broker it does not run).
 */}}
 {{- define "warren.broker.host" -}}
 {{- printf "%s.%s.svc.%s" (include "warren.rabbitmq.fullname" .) (include "warren.namespace" .) .Values.clusterDomain }}
 {{- end }}
 
-{{- define "warren.broker.urlSecret" -}}
-{{- if not .Values.rabbitmq.enabled }}
+{{- define "warren.broker.externalSecret" -}}
 {{- required "externalBroker.existingSecret: name the Secret holding the broker URL (rabbitmq.enabled is false)" .Values.externalBroker.existingSecret }}
-{{- else if not .Values.rabbitmq.auth.existingSecret }}
-{{- include "warren.suffixed" (dict "root" . "suffix" "broker") }}
-{{- end }}
 {{- end }}
 
-{{- define "warren.broker.urlKey" -}}
-{{- if .Values.rabbitmq.enabled }}url{{ else }}{{ .Values.externalBroker.key }}{{ end }}
+{{/* The generated Secret of a user's credentials. Called with (dict "root" $ "user" USER). */}}
+{{- define "warren.broker.userSecret" -}}
+{{- include "warren.suffixed" (dict "root" .root "suffix" (printf "broker-%s" .user)) }}
 {{- end }}
 
-{{/* The broker credentials volume of a role pod. */}}
+{{/* A role pod's broker credentials volume. */}}
 {{- define "warren.broker.volume" -}}
-- name: broker
+{{- $values := .root.Values -}}
+- name: {{ default "broker" .volume }}
   secret:
-    {{- if include "warren.broker.urlSecret" . }}
-    secretName: {{ include "warren.broker.urlSecret" . }}
+    {{- if not $values.rabbitmq.enabled }}
+    secretName: {{ include "warren.broker.externalSecret" .root }}
     items:
-      - key: {{ include "warren.broker.urlKey" . }}
+      - key: {{ $values.externalBroker.key }}
         path: url
-    {{- else }}
-    secretName: {{ .Values.rabbitmq.auth.existingSecret }}
+    {{- else if $values.rabbitmq.auth.usersExistingSecret }}
+    secretName: {{ $values.rabbitmq.auth.usersExistingSecret }}
     items:
-      - key: rabbitmq-password
+      - key: {{ .user }}
         path: password
+    {{- else }}
+    secretName: {{ include "warren.broker.userSecret" . }}
+    items:
+      - key: url
+        path: url
     {{- end }}
     defaultMode: 0440
 {{- end }}
 
 {{- define "warren.broker.volumeMount" -}}
-- name: broker
+- name: {{ default "broker" .volume }}
   mountPath: /etc/warren/broker
   readOnly: true
 {{- end }}
 
-{{/* Environment naming the broker file; the rest comes from the ConfigMap. */}}
+{{/* Environment naming the broker file (and user); the rest comes from the ConfigMap. */}}
 {{- define "warren.broker.env" -}}
-{{- if include "warren.broker.urlSecret" . -}}
-- name: WARREN_BROKER_URL_FILE
-  value: /etc/warren/broker/url
-{{- else -}}
+{{- if and .root.Values.rabbitmq.enabled .root.Values.rabbitmq.auth.usersExistingSecret -}}
+- name: WARREN_BROKER_USERNAME
+  value: {{ .user | quote }}
 - name: WARREN_BROKER_PASSWORD_FILE
   value: /etc/warren/broker/password
+{{- else -}}
+- name: WARREN_BROKER_URL_FILE
+  value: /etc/warren/broker/url
 {{- end }}
 {{- end }}
 
@@ -324,9 +417,10 @@ queue: {{ default (printf "%s.%s" .root.Values.warren.namespace .pool) $a.queue 
 
 {{/*
 Where the operator finds the management API, for a WorkerAutoscaler's spec (YAML to fromYaml):
-operator.management.existingSecret if set; else the bundled RabbitMQ's Secret (its password only,
-the URL naming the administrator); else the external broker's URL Secret (management on 15672 of
-its host, with the URL's credentials).
+operator.management.existingSecret if set; else, with the bundled RabbitMQ, the password of its own
+"operator" user (the "monitoring" tag, no AMQP permission: warren.rabbitmq.users) with a URL naming
+that user; else the external broker's URL Secret (management on 15672 of its host, with the URL's
+credentials).
 */}}
 {{- define "warren.operator.management" -}}
 {{- $m := .Values.operator.management -}}
@@ -336,12 +430,18 @@ urlKey: {{ $m.urlKey | quote }}
 passwordKey: {{ $m.passwordKey | quote }}
 url: {{ $m.url | quote }}
 {{- else if .Values.rabbitmq.enabled }}
-secretName: {{ include "warren.rabbitmq.secretName" . | quote }}
-urlKey: url
-passwordKey: rabbitmq-password
-url: {{ default (printf "http://%s@%s:15672" (.Values.rabbitmq.auth.username | urlquery) (include "warren.broker.host" .)) $m.url | quote }}
+{{- if .Values.rabbitmq.auth.usersExistingSecret }}
+secretName: {{ .Values.rabbitmq.auth.usersExistingSecret | quote }}
+passwordKey: operator
 {{- else }}
-secretName: {{ include "warren.broker.urlSecret" . | quote }}
+secretName: {{ include "warren.broker.userSecret" (dict "root" . "user" "operator") | quote }}
+passwordKey: password
+{{- end }}
+# No such key: the URL is managementUrl.
+urlKey: url
+url: {{ default (printf "http://operator@%s:15672" (include "warren.broker.host" .)) $m.url | quote }}
+{{- else }}
+secretName: {{ include "warren.broker.externalSecret" . | quote }}
 urlKey: {{ .Values.externalBroker.key | quote }}
 passwordKey: {{ $m.passwordKey | quote }}
 url: {{ $m.url | quote }}

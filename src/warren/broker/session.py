@@ -248,6 +248,11 @@ class Session:
         with translated(f"checking exchange {name!r}"):
             self._publish.exchange_declare(name, passive=True)
 
+    def check_queue(self, name: str) -> None:
+        """A round trip that fails unless the queue exists (a passive declare: no permission needed)."""
+        with translated(f"checking queue {name!r}"):
+            self._publish.queue_declare(name, passive=True)
+
     def queue_depth(self, name: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""
         with translated(f"inspecting queue {name!r}"):

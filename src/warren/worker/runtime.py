@@ -38,7 +38,7 @@ from types import FrameType
 from warren import topology
 from warren.broker import Session
 from warren.config import Settings
-from warren.errors import BrokerUnavailable, PublishRefused
+from warren.errors import BrokerUnavailable, PublishRefused, TopologyError
 from warren.messages import Delivery
 from warren.metrics import PoolMetrics
 from warren.worker.deadletter import Reason
@@ -205,7 +205,10 @@ class Worker:
         if self.metrics is not None and self.stats.connections > 1:
             self.metrics.reconnected()
         try:
-            topology.apply(session, self.topology)
+            if self.settings.declare_topology:
+                topology.apply(session, self.topology)
+            else:
+                self._verify_topology(session)
             self._flight = _Flight(generation=self._flight.generation + 1)
             self._settle_results()  # what completed on the lost connection: publish, remember
             if self._stopping:
@@ -248,6 +251,18 @@ class Worker:
                 self.metrics.consuming(False)
             self._session = None
             session.close()
+
+    def _verify_topology(self, session: Session) -> None:
+        """Without the permission to declare (WARREN_DECLARE_TOPOLOGY=false), check that the pool's
+        exchanges and queues exist: `warren topology apply` declares them with other credentials
+        (the chart's init container). Missing ones stop the worker, saying so: retrying would not
+        bring them back, and in Kubernetes only a new pod runs the topology step again."""
+        try:
+            topology.verify(session, self.topology)
+        except TopologyError as e:
+            raise TopologyError(f"{e} (WARREN_DECLARE_TOPOLOGY is false, so this worker only checks its pool's "
+                                "topology: apply it with `warren topology apply`, or restart the pod so its "
+                                "topology step runs again)") from e
 
     def _lost_connection(self, error: BrokerUnavailable) -> None:
         dropped = len(self._flight.in_flight)
