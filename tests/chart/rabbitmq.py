@@ -35,9 +35,14 @@ POOL_TARGETS: dict[str, str] = tomllib.loads((CHART.parents[1] / "pyproject.toml
 
 
 def chart_pool(r: Render, name: str) -> Pool:
-    """The Pool a chart's pool runs: its ``target``, else the pool registered under its name."""
+    """The Pool a chart's pool runs: its ``target``, else the pool registered under its name (read
+    from its role module: the shop's entry points check the database's schema first)."""
     spec = r.values["pools"][name]
-    return load_pool(spec.get("target") or POOL_TARGETS[name])
+    target = spec.get("target") or POOL_TARGETS[name]
+    if target.startswith("warren_shop.workers:"):
+        pool = target.split(":")[1]
+        target = f"warren_shop.roles.{'notifications:' + pool if pool in ('email', 'sms') else pool + ':pool'}"
+    return load_pool(target)
 
 
 def decoded(secret: Mapping[str, Any]) -> dict[str, str]:

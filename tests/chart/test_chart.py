@@ -163,7 +163,8 @@ def test_generated_credentials_are_random_and_each_user_has_its_own(chart, rende
     # A Secret per role's user: its password, and the whole URL for the roles that use AMQP.
     roles = set(users(r)) - {"warren"}
     assert {s["metadata"]["name"] for s in r.of_kind("Secret")} == {
-        f"{RELEASE}-rabbitmq", *(f"{RELEASE}-broker-{user}" for user in roles)}
+        f"{RELEASE}-rabbitmq", *(f"{RELEASE}-broker-{user}" for user in roles),
+        f"{RELEASE}-postgresql", f"{RELEASE}-database"}  # the shop database's password and its URL
     host = f"{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local"
     passwords = {password}
     for user in roles:

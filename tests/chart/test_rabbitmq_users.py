@@ -35,6 +35,7 @@ from tests.support.docker import eventually
 from warren import Pool, TaskContext, readiness, topology
 from warren.broker import Session
 from warren.config import Settings, settings_from_env
+from warren.dlq import DeadLetters, Selection
 from warren.errors import PermanentError, RetryableError
 from warren.messages import Delivery
 from warren.producer import Producer
@@ -42,6 +43,7 @@ from warren.worker.pool import load_pool
 from warren.worker.runtime import Worker
 from warren_operator import management
 from warren_operator.management import ManagementConfig, MetricsError, fetch_consumers, fetch_queue_stats
+from warren_shop.api.queues import pool_queues
 
 ADMIN = "warren"
 BUNDLED = [name for name, values in VALUE_SETS.items() if values.get("rabbitmq", {}).get("enabled", True)]
@@ -55,6 +57,8 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 def role_user(o: dict[str, Any], container: dict[str, Any]) -> str | None:
     """The user a container must connect as, by what it is; None for those that do not connect."""
     component = o["metadata"]["labels"]["app.kubernetes.io/component"]
+    if container["name"] == "db-upgrade":  # the shop's database only
+        return None
     if component == "worker":
         pool = o["metadata"]["labels"]["warren/pool"]
         return "topology" if container["name"] == "topology" else f"worker-{pool}"
@@ -132,13 +136,16 @@ def test_only_rabbitmq_holds_the_administrator_and_only_the_operator_the_monitor
             if existing and volume.get("secret", {}).get("secretName") == existing:
                 assert {item["key"] for item in volume["secret"]["items"]} <= allowed, o["metadata"]["name"]
         if not existing:
-            assert set(mounted.values()) <= {f"{RELEASE}-broker-{user}" for user in allowed}, o["metadata"]["name"]
+            brokers = {secret for secret in mounted.values() if secret.startswith(f"{RELEASE}-broker-")}
+            assert brokers <= {f"{RELEASE}-broker-{user}" for user in allowed}, o["metadata"]["name"]
     tagged = {user: spec["tags"] for user, spec in users(r).items() if spec["tags"]}
     expected = {ADMIN: ["administrator"]}
     if "operator" in users(r):
         expected["operator"] = ["monitoring"]
     if r.values["rabbitmq"]["replicas"] > 1:
         expected["topology"] = ["monitoring"]  # GET /api/nodes: --wait-for-nodes
+    if r.values["api"]["enabled"] and r.values["api"]["adminToken"]["existingSecret"]:
+        expected["api"] = ["management"]  # the operations API's queue numbers
     assert tagged == expected
     if r.values["operator"]["enabled"]:
         own = r.values["operator"]["management"]["existingSecret"] or existing or f"{RELEASE}-broker-operator"
@@ -201,6 +208,26 @@ def test_each_user_reaches_exactly_the_names_its_role_uses(renders) -> None:
     assert reach("helm-test", "configure") == test
     assert reach("helm-test", "write") == test | {"warren.tasks", default}
     assert reach("helm-test", "read") == test | {reply_to}
+
+
+def test_with_the_operations_api_the_api_user_also_reads_dead_letters_and_replays(renders) -> None:
+    """``api.adminToken`` turns on the operations API, which does what `warren dlq` does: its user
+    may also take from the deployed pools' dead-letter queues and republish through the default
+    exchange to a work queue, and nothing else more."""
+    r = renders["monitoring"]
+    settings = settings_from_env(r.configmap)
+    pools = [chart_pool(r, name).spec for name, spec in r.values["pools"].items() if spec["enabled"]]
+    topo = topology.build(settings, pools=pools)
+    every = names(topo) | {"amq.default", "amq.rabbitmq.reply-to", "amq.topic"}
+    api = users(r)["api"]
+
+    def reach(permission: str) -> set[str]:
+        return {name for name in every if re.search(api[permission], name)}
+
+    assert reach("configure") == set()
+    assert reach("write") == {"warren.tasks", "amq.default"}
+    assert reach("read") == {q.name for q in topo.queues if q.name.endswith(".dlq")} | {"amq.rabbitmq.reply-to"}
+    assert api["tags"] == ["management"]
 
 
 def names(topo: topology.Topology) -> set[str]:
@@ -480,3 +507,40 @@ def test_the_operator_reads_the_management_api_as_a_monitoring_user(rabbitmq_nod
     assert stats.consumers >= 1
     status, _ = management._get(config, config.base_url + "/api/users", shown="/api/users", timeout=5)
     assert status == 401  # the users are the administrator's business
+
+
+@pytest.mark.docker
+def test_the_operations_api_user_lists_replays_and_purges_dead_letters(renders, rabbitmq_node: Node,
+                                                                       applied: Settings,
+                                                                       payments_worker: Worker) -> None:
+    """The api user as the chart defines it with the operations API on (the monitoring value set's
+    permissions, given here to a user of that name's own), through warren.dlq and the dashboard's
+    queue numbers: it lists a dead letter, replays it (confirmed, then removed) and purges it, and
+    reads the management API; it still cannot take a pool's work or touch the topology."""
+    spec = users(renders["monitoring"])["api"]
+    user, secret = "api-operations", "operations-" + password(rabbitmq_node, "api")
+    rabbitmq_node.rabbitmqctl("add_user", user, secret)
+    rabbitmq_node.rabbitmqctl("set_permissions", "-p", "/", user, spec["configure"], spec["write"], spec["read"])
+    rabbitmq_node.rabbitmqctl("set_user_tags", user, *spec["tags"])
+    url = f"amqp://{user}:{secret}@{rabbitmq_node.host}:5672/%2F"
+    settings = as_user(applied, url)
+    with Producer(settings, name="warren-api") as producer:
+        producer.publish("payments", "refund", {"order_id": "o-9"}, message_id="refund-ops")
+    dead = DeadLetters(settings, ["payments"], name="warren-api-dlq")
+    only = Selection(ids=frozenset({"refund-ops"}))
+
+    def dead_lettered(replays: int) -> bool:
+        entries = dead.listing(only).entries
+        return len(entries) == 1 and len(entries[0].replays) == replays
+
+    eventually(lambda: dead_lettered(0), timeout=30, what="the refund dead-lettered")
+    assert dead.replay(only).count == 1  # back to warren.payments: refused again, dead-lettered again
+    eventually(lambda: dead_lettered(1), timeout=30, what="the replayed refund dead-lettered again")
+    assert dead.purge(only).count == 1 and dead.listing(only).entries == ()
+    (row,) = pool_queues(settings, ["payments"], management_url=f"http://{rabbitmq_node.host}:15672")
+    assert (row.source, row.consumers) == ("management API", 1)
+    refused(url, consume("warren.payments"))
+    refused(url, lambda ch: ch.basic_get("warren.payments"))
+    refused(url, publish("warren.events", "order.created"))
+    refused(url, lambda ch: ch.queue_purge("warren.payments"))
+    refused(url, lambda ch: ch.queue_declare("api-owned", durable=True))

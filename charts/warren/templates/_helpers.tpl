@@ -170,7 +170,11 @@ write, read. Users:
   tasks and events exchanges, dead letters to the dlx, retries, suspects and replies through the
   default exchange. It declares nothing (WARREN_DECLARE_TOPOLOGY=false): it cannot delete or
   reconfigure a queue, its own included;
-- api, when the API is deployed: publishes to the tasks exchange, and reads direct reply-to;
+- api, when the API is deployed: publishes to the tasks exchange, and reads direct reply-to. With
+  the operations API on (api.adminToken.existingSecret) also what `warren dlq` does: reads the
+  pools' dead-letter queues (get, ack, purge), republishes to a work queue through the default
+  exchange, and reads queue numbers from the management API (the "management" tag: the queues of
+  its vhost, no administration);
 - operator, when the operator reads the bundled broker: the management API's "monitoring" tag,
   no AMQP permission;
 - helm-test: the helm test pods, in their own Warren namespace (WARREN_NAMESPACE-test) as a worker
@@ -197,10 +201,17 @@ worker-{{ . }}:
 {{- end }}
 {{- if .Values.api.enabled }}
 api:
-  tags: []
   configure: "^$"
+  {{- if .Values.api.adminToken.existingSecret }}
+  {{- $quoted := list }}{{ range $pools }}{{ $quoted = append $quoted (regexQuoteMeta .) }}{{ end }}
+  tags: [management]
+  write: {{ printf "^(%s\\.tasks|amq\\.default)$" $ns | quote }}
+  read: {{ printf "^(amq\\.rabbitmq\\.reply-to|%s\\.(%s)\\.dlq)$" $ns (join "|" $quoted) | quote }}
+  {{- else }}
+  tags: []
   write: {{ printf "^%s\\.tasks$" $ns | quote }}
   read: "^amq\\.rabbitmq\\.reply-to$"
+  {{- end }}
 {{- end }}
 {{- if and .Values.operator.enabled (not .Values.operator.management.existingSecret) }}
 operator:
