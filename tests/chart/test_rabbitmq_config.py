@@ -23,6 +23,7 @@ import pytest
 from tests.chart.rabbitmq import Node
 from tests.chart.rendering import RELEASE, Render
 from tests.support.docker import docker
+from warren.testing.broker import RABBIT_SETTINGS
 
 pytestmark = pytest.mark.docker
 
@@ -72,6 +73,13 @@ def test_the_broker_counts_on_the_container_limit_less_headroom(node: str, rende
 def test_the_disk_alarm_fires_with_room_left_on_the_volume(node: str, renders) -> None:
     assert int(evaluate(node, "rabbit_disk_monitor:get_disk_free_limit().")) == 2 * GiB
     assert int(conf_value(renders["production"], "disk_free_limit.absolute")) == 2 * GiB
+
+
+def test_a_dead_letter_no_queue_took_is_sent_again_after_ten_seconds(node: str) -> None:
+    """Not RabbitMQ's 180 s: tests/integration/test_runtime_faults.py shows what it holds back."""
+    assert evaluate(node, "application:get_env(rabbit, dead_letter_worker_publisher_confirm_timeout).") == (
+        "{ok,10000}")
+    assert f"{{ok,{RABBIT_SETTINGS['dead_letter_worker_publisher_confirm_timeout']}}}" == "{ok,10000}"
 
 
 def test_the_cluster_size_reaches_peer_discovery_and_quorum_queues(node: str) -> None:

@@ -41,6 +41,19 @@ _BIN_DIR = Path("/usr/lib/rabbitmq/bin")
 _RESERVED_PORTS = {4369, 5672, 15672, 25672, *range(35672, 35683)}
 _STATE_FILE = "broker.json"
 
+# RabbitMQ application settings Warren's brokers run with (the chart's advanced.config sets the
+# same): a quorum queue's at-least-once dead letter that found no queue ready to take it (the
+# target's replica still recovering after a restart or a failover) is sent again after this many
+# ms; RabbitMQ's default, 180 s, holds every delayed task and retry expiring in that moment for
+# three minutes.
+RABBIT_SETTINGS: dict[str, int] = {"dead_letter_worker_publisher_confirm_timeout": 10_000}
+
+
+def rabbit_advanced_config(**rabbit: int) -> str:
+    """An advanced.config with ``RABBIT_SETTINGS`` and ``rabbit`` (which win) for the rabbit application."""
+    terms = ", ".join(f"{{{key}, {value}}}" for key, value in {**RABBIT_SETTINGS, **rabbit}.items())
+    return f"[{{rabbit, [{terms}]}}].\n"
+
 
 def _tool(name: str) -> str:
     if (_BIN_DIR / name).exists():
@@ -96,10 +109,11 @@ class LocalBroker:
                  amqp_port: int | None = None, management_port: int | None = None,
                  dist_port: int | None = None, config: str = "", advanced_config: str | None = None) -> None:
         """``config``: extra rabbitmq.conf lines (``consumer_timeout = 2000``); ``advanced_config``:
-        the whole advanced.config (an Erlang term list), for keys rabbitmq.conf cannot set."""
+        the whole advanced.config (an Erlang term list; ``rabbit_advanced_config(...)`` builds one), for
+        keys rabbitmq.conf cannot set; ``RABBIT_SETTINGS`` when not given."""
         self._owns_dir = base_dir is None
         self._config = config
-        self._advanced_config = advanced_config
+        self._advanced_config = advanced_config if advanced_config is not None else rabbit_advanced_config()
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{name}-rabbitmq-"))
         free = iter(_free_ports(3))
         self.amqp_port = amqp_port or next(free)
@@ -278,11 +292,7 @@ class LocalBroker:
                                          # live view and the operator's tests read them.
                                          "collect_statistics_interval = 1000\n"
                                          + (self._config.strip() + "\n" if self._config.strip() else ""))
-        advanced = d / "advanced.config"
-        if self._advanced_config is not None:
-            advanced.write_text(self._advanced_config)
-        else:
-            advanced.unlink(missing_ok=True)
+        (d / "advanced.config").write_text(self._advanced_config)
         (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
         cookie = d / ".erlang.cookie"
         if not cookie.exists():  # written first, so the node and the CLI never race to create it

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warren.testing.broker import rabbit_advanced_config
+
 DOCKER = os.environ.get("DOCKER") or shutil.which("docker", path="/usr/bin") or "docker"
 
 
@@ -103,7 +105,7 @@ class DockerCluster:
             "cluster_partition_handling = pause_minority\n"
             f"net_ticktime = {net_ticktime}\n"
         )
-        (self._dir / "advanced.config").write_text(f"[{{rabbit, [{{quorum_cluster_size, {size}}}]}}].\n")
+        (self._dir / "advanced.config").write_text(rabbit_advanced_config(quorum_cluster_size=size))
         self._cookie = secrets.token_hex(16).upper()
         for path in (self._dir / "rabbitmq.conf", self._dir / "advanced.config"):
             path.chmod(0o644)
