@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="how long to wait for the database (default WARREN_SHOP_DATABASE_RETRY_SECONDS)")
     demo = sub.add_parser("demo", help="run the shop pipeline end to end on this machine; account for every order")
     demo.add_argument("--selftest", action="store_true", help="run the runtime self-test burst instead")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the shop running after its table (the dashboard, `warren dlq`) until Ctrl-C")
     return parser
 
 
@@ -45,10 +47,12 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             return upgrade(wait=args.wait)
         if args.selftest:
-            from warren_shop.demo import selftest as scenario
-        else:
-            from warren_shop.demo import shop as scenario  # type: ignore[no-redef]
-        return scenario.run(settings)
+            from warren_shop.demo import selftest
+
+            return selftest.run(settings)
+        from warren_shop.demo import shop
+
+        return shop.run(settings, keep=args.keep)
 
     return guarded(command, prog="warren-shop")
 

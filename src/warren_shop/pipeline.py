@@ -35,14 +35,15 @@ def build_topology(settings: Settings, *, subscriptions: tuple[Subscription, ...
     return topology.build(settings, pools=[p.spec for p in ROLES.values()], subscriptions=subscriptions)
 
 
-def order_ledger(settings: Settings) -> Ledger:
-    """Orders by id: completed or failed from their outcome events, or dead-lettered in any pool's DLQ.
+def order_ledger(settings: Settings, *, dead_letters: bool = True) -> Ledger:
+    """Orders by id: completed or failed from their outcome events, or dead-lettered in any pool's DLQ
+    (which it consumes; with ``dead_letters=False`` it leaves them there for ``warren dlq``).
     Needs the ``OUTCOMES`` subscription in the topology."""
     names = Names(settings.namespace)
     return Ledger(
         settings,
         completion_queue=names.subscription(OUTCOMES.name),
-        dead_letter_queues=tuple(names.pool(p, ()).dead_letter_queue for p in POOLS),
+        dead_letter_queues=tuple(names.pool(p, ()).dead_letter_queue for p in POOLS) if dead_letters else (),
         id_field="order_id",
         failure_events=frozenset({"order.failed"}),
     )

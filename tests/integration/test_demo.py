@@ -36,4 +36,14 @@ def test_the_shop_demo_accounts_for_every_order(tmp_path) -> None:
     assert lines["dead-lettered: schema_violation"] == 1
     assert lines["failed: payment_declined"] == 4
     assert lines["completed (paid, shipped, e-mailed)"] + 4 + 1 == lines["orders to account for"]
-    assert lines["payments charged"] == lines["completed (paid, shipped, e-mailed)"]
+    # The payment gateway's outage: its orders found in the payments DLQ with `warren dlq`, one
+    # shown, one replayed by the command and one through the operations API, both to completion.
+    assert lines["orders dead-lettered: retries_exhausted"] == 2
+    assert lines["replayed with warren dlq replay"] == lines["replayed through the operations API"] == 1
+    assert lines["completed after their replay"] == 2
+    assert lines["payments charged"] == lines["completed (paid, shipped, e-mailed)"] + 2
+    listed = done.stdout[done.stdout.index("$ warren dlq list --pool payments"):]
+    assert re.search(r"payments +2 +retries_exhausted 2", listed)
+    assert "error_message      simulated payments outage" in listed  # warren dlq show
+    assert re.search(r"replayed 1 dead letter\(s\) \(payments 1\)", listed)
+    assert "POST /api/v1/admin/dlq/replay" in listed and "HTTP 200, replayed 1" in listed

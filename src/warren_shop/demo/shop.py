@@ -12,10 +12,13 @@ if no order was lost and none was charged twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -27,8 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from warren.config import Settings
+from warren.dlq import DeadLetters, Entry
 from warren.producer import Producer
-from warren.testing.ledger import Ledger, Report
+from warren.testing.ledger import Report
+from warren.testing.processes import child_python_path
 from warren_shop.demo import provision_broker, say
 from warren_shop.demo.view import LiveView
 from warren_shop.local import LocalApi, LocalShop
@@ -66,14 +71,20 @@ def _burst() -> list[list[tuple[str, int]]]:
     return baskets
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, keep: bool = False) -> int:
     started = time.monotonic()
     with ExitStack() as stack:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="warren-demo-")))
         broker = provision_broker(stack, work_dir, settings)
+        token_file = work_dir / "admin-token"
+        token_file.write_text(secrets.token_urlsafe(32))
+        token_file.chmod(0o600)
         env = {**ENV, "WARREN_BROKER_URL": broker.url, "WARREN_NAMESPACE": f"shop{secrets.token_hex(3)}",
-               "WARREN_SHOP_DATABASE_URL": provision_database(work_dir)}
-        shop = stack.enter_context(LocalShop(env, work_dir))
+               "WARREN_SHOP_DATABASE_URL": provision_database(work_dir),
+               "WARREN_API_ADMIN_TOKEN_FILE": str(token_file)}
+        # Dead letters stay in their queues: `warren dlq` and the dashboard find them.
+        shop = stack.enter_context(LocalShop(env, work_dir, keep_dead_letters=True))
+        dead = DeadLetters(shop.settings, POOLS, name="warren-demo")
         say(shop.migrated)
         shop.start(replicas=REPLICAS)
         api = shop.start_api()
@@ -104,7 +115,7 @@ def run(settings: Settings) -> int:
         while time.monotonic() < deadline:
             ledger.collect()
             report = ledger.report(accepted)
-            settled = report.completed + report.failed + report.dead_lettered
+            settled = report.completed + report.failed + sum(dead.depths().values())
             done = settled == len(accepted) and view.drained()
             view.show(settled=settled, total=len(accepted), note=killed, final=done)
             if done:
@@ -117,8 +128,9 @@ def run(settings: Settings) -> int:
                 killed = f"SIGKILLed {victim.name} mid-charge: the broker redelivers its payment to another worker"
             time.sleep(0.5)
         report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
-        outcome = Outcome.read_back(api, ledger, accepted)
+        outcome = Outcome.read_back(api, dead_letters_by_order(dead), accepted)
         outcome.show_examples()
+        replay = gateway_outage(shop, api, dead, token_file.read_text())
 
         running = shop.running_workers()
         for w in running:
@@ -127,8 +139,11 @@ def run(settings: Settings) -> int:
         say("workers stopped with SIGTERM (graceful drain): exit codes "
             + ", ".join(f"{n} x {code}" for code, n in sorted(codes.items())))
         payments = _payments(shop.store)
-        _table(outcome, report, statuses, payments, time.monotonic() - started)
-        return 0 if outcome.lost == 0 and payments[2] == 0 else 1
+        _table(outcome, report, statuses, payments, replay, time.monotonic() - started)
+        ok = outcome.lost == 0 and payments[2] == 0 and replay.completed == replay.dead_lettered
+        if keep:
+            _keep(shop, api, token_file)
+        return 0 if ok else 1
 
 
 def provision_database(work_dir: Path) -> str:
@@ -155,20 +170,20 @@ class Outcome:
         return len(self.unfinished)
 
     @classmethod
-    def read_back(cls, api: LocalApi, ledger: Ledger, order_ids: list[str]) -> Outcome:
+    def read_back(cls, api: LocalApi, dead_letters: dict[str, Entry], order_ids: list[str]) -> Outcome:
         completed, failed, dead, unfinished = 0, Counter[str](), Counter[str](), []
         examples: dict[str, dict[str, Any]] = {}
         for order_id in order_ids:
             status, order = api.call("GET", f"/api/v1/orders/{order_id}")
             if status == 200:
                 examples.setdefault(order["status"], order)
-            if order_id in ledger.dead:
-                dead[ledger.dead[order_id].reason] += 1
+            if order_id in dead_letters:
+                dead[dead_letters[order_id].reason] += 1
             if status == 200 and _fulfilled(order):
                 completed += 1
             elif status == 200 and order["status"] == "failed":
                 failed[order["reason"]] += 1
-            elif order_id not in ledger.dead:
+            elif order_id not in dead_letters:
                 unfinished.append(order_id)
         return cls(completed, failed, dead, unfinished, examples)
 
@@ -178,6 +193,108 @@ class Outcome:
                                 for e in order["history"])
             workers = sorted({e["worker"] for e in order["history"]})
             say(f"GET /api/v1/orders/{order['order_id']}: {steps}; by {len(workers)} processes")
+
+
+def dead_letters_by_order(dead: DeadLetters) -> dict[str, Entry]:
+    """Every dead letter in the shop's dead-letter queues (read once and left there), by the order
+    its body names; a body that names none (malformed), by its message id."""
+    found = {}
+    for entry in dead.listing().entries:
+        try:
+            body = json.loads(entry.body)
+        except (ValueError, RecursionError):
+            body = None
+        order_id = body.get("order_id") if isinstance(body, dict) else None
+        found[order_id if isinstance(order_id, str) else entry.id] = entry
+    return found
+
+
+@dataclass
+class Replay:
+    """The payment gateway's outage: orders dead-lettered by it, replayed once it was back."""
+
+    dead_lettered: int = 0
+    by_command: int = 0  # replayed with `warren dlq replay ID`
+    by_api: int = 0  # replayed through the operations API (what the dashboard's button calls)
+    completed: int = 0  # of those orders, completed after their replay
+
+
+def gateway_outage(shop: LocalShop, api: LocalApi, dead: DeadLetters, token: str) -> Replay:
+    """The payment gateway goes down: every charge fails, two orders are retried until they are
+    dead-lettered (retries_exhausted). It comes back, and an operator finds them with `warren dlq
+    list`, reads one with `warren dlq show`, and replays one with the command and the other through
+    the operations API, each to completion."""
+    result = Replay()
+    for w in shop.workers["payments"]:
+        if w.alive():
+            w.signal(signal.SIGTERM)
+            w.wait(timeout=shop.settings.shutdown_grace + 5)
+    shop.start_worker("payments", WARREN_SHOP_FAILURE_RATE=json.dumps({"payments": 1.0}))
+    say("the payment gateway goes down (every charge fails); two more orders arrive")
+    orders = [shop.order(("sku-apple", 1), ("sku-bread", 1))[1]["order_id"] for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(stranded := {o: e for o, e in dead_letters_by_order(dead).items() if o in orders}) < len(orders):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the outage's orders were not dead-lettered within 60 s: {sorted(stranded)}")
+        time.sleep(0.5)
+    result.dead_lettered = len(stranded)
+    say(f"{len(stranded)} payments dead-lettered after {WARREN_RETRIES} attempts each; the gateway is back")
+    for w in shop.workers["payments"]:
+        if w.alive():
+            w.signal(signal.SIGTERM)
+            w.wait(timeout=shop.settings.shutdown_grace + 5)
+    for _ in range(REPLICAS["payments"]):
+        shop.start_worker("payments")
+
+    first, second = (stranded[o] for o in orders)
+    _warren(shop, "dlq", "list", "--pool", "payments")
+    _warren(shop, "dlq", "show", first.id, lines=14)
+    if _warren(shop, "dlq", "replay", first.id) == 0:
+        result.by_command = 1
+    status, body = api.call("POST", "/api/v1/admin/dlq/replay", {"pool": "payments", "ids": [second.id]},
+                            headers={"Authorization": f"Bearer {token}"})
+    answer = body if isinstance(body, dict) else {}
+    say(f"POST /api/v1/admin/dlq/replay (what the dashboard's Replay button does) for {second.id}: HTTP {status}, "
+        f"{answer.get('action', body)} {answer.get('count', '')}")
+    if status == 200 and answer.get("count") == 1:
+        result.by_api = 1
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answers = [api.call("GET", f"/api/v1/orders/{o}") for o in orders]
+        result.completed = sum(1 for status, order in answers if status == 200 and _fulfilled(order))
+        if result.completed == len(orders):
+            break
+        time.sleep(0.5)
+    say(f"after the replays: {result.completed} of {len(orders)} orders completed (paid, shipped, e-mailed)")
+    return result
+
+
+WARREN_RETRIES = int(ENV["WARREN_RETRY_MAX_ATTEMPTS"])
+
+
+def _warren(shop: LocalShop, *args: str, lines: int | None = None) -> int:
+    """Run the ``warren`` command as an operator would (this shop's broker and namespace), and show it."""
+    env = {**os.environ, **shop.env, "PYTHONPATH": child_python_path(shop.env)}
+    done = subprocess.run([sys.executable, "-m", "warren", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    say(f"$ warren {' '.join(args)}")
+    shown = (done.stdout + done.stderr).rstrip().splitlines()
+    for line in shown[:lines]:
+        print(f"    {line}")
+    if lines is not None and len(shown) > lines:
+        print(f"    ... ({len(shown) - lines} more lines)")
+    return done.returncode
+
+
+def _keep(shop: LocalShop, api: LocalApi, token_file: Path) -> None:
+    """Leave the shop running until Ctrl-C, saying how to look at it."""
+    say(f"the shop keeps running (--keep). The dashboard: {api.url}/dashboard (token: {token_file.read_text()})")
+    say("in another shell, with these variables, `warren dlq list` finds its dead letters:")
+    for name in ("WARREN_BROKER_URL", "WARREN_NAMESPACE", "WARREN_SHOP_DATABASE_URL"):
+        print(f"    export {name}={shop.env[name]}")
+    say("Ctrl-C stops everything")
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
 
 
 def _fulfilled(order: dict[str, Any]) -> bool:
@@ -199,7 +316,7 @@ def _payments(store: Store) -> tuple[int, int, int]:
 
 
 def _table(outcome: Outcome, report: Report, statuses: Counter[int], payments: tuple[int, int, int],
-           seconds: float) -> None:
+           replay: Replay, seconds: float) -> None:
     charged, handled_twice, charged_twice = payments
     rows: list[tuple[str, int | None]] = [
         ("orders sent to the API", sum(statuses.values())),
@@ -214,6 +331,11 @@ def _table(outcome: Outcome, report: Report, statuses: Counter[int], payments: t
         ("  lost", outcome.lost),
         ("dead letters, from the dead-letter queues", None),
         *((f"  dead-lettered: {reason}", n) for reason, n in sorted(outcome.dead_lettered.items())),
+        ("the payment gateway's outage", None),
+        ("  orders dead-lettered: retries_exhausted", replay.dead_lettered),
+        ("  replayed with warren dlq replay", replay.by_command),
+        ("  replayed through the operations API", replay.by_api),
+        ("  completed after their replay", replay.completed),
         ("outcomes announced twice (at-least-once)", report.duplicates),
         ("payments charged", charged),
         ("  orders whose payment ran twice (kill, retry)", handled_twice),

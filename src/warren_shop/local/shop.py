@@ -36,10 +36,12 @@ class LocalShop:
 
     ``env`` names the broker (WARREN_BROKER_URL), the namespace and the database
     (WARREN_SHOP_DATABASE_URL). The database is migrated first, as the chart's init containers do;
-    the topology holds the orders' outcome subscription (``ledger``) and ``subscriptions``.
+    the topology holds the orders' outcome subscription (``ledger``) and ``subscriptions``. The
+    ledger consumes the dead-letter queues unless ``keep_dead_letters`` (then ``warren dlq`` finds them).
     """
 
-    def __init__(self, env: Mapping[str, str], work_dir: Path, *, subscriptions: tuple[Subscription, ...] = ()) -> None:
+    def __init__(self, env: Mapping[str, str], work_dir: Path, *, subscriptions: tuple[Subscription, ...] = (),
+                 keep_dead_letters: bool = False) -> None:
         self.env = dict(env)
         self.work_dir = work_dir
         self.settings: Settings = settings_from_env(self.env)
@@ -52,7 +54,7 @@ class LocalShop:
             apply(session, pipeline.build_topology(self.settings, subscriptions=(pipeline.OUTCOMES, *subscriptions)))
         finally:
             session.close()
-        self.ledger = pipeline.order_ledger(self.settings)
+        self.ledger = pipeline.order_ledger(self.settings, dead_letters=not keep_dead_letters)
 
     def start_worker(self, pool: str, *, ready: bool = True, **env: str) -> LocalWorker:
         n = len(self.workers.setdefault(pool, []))
