@@ -26,6 +26,10 @@ def test_the_shop_demo_accounts_for_every_order(tmp_path) -> None:
     assert re.search(r"GET /api/v1/orders/\w+: accepted -> reserved -> paid -> (shipped -> emailed|emailed -> shipped)"
                      r" -> completed; by \d+ processes", done.stdout)
     assert re.search(r"GET /api/v1/orders/\w+: accepted -> reserved -> failed \(payment_declined\)", done.stdout)
+    # A payments worker's metrics port, scraped before the burst and after it: its counter moved.
+    scraped = re.search(r'curl http://127\.0\.0\.1:\d+/metrics \(payments\d\): '
+                        r'warren_tasks_total\{outcome="completed"\} (\d+) -> (\d+)', done.stdout)
+    assert scraped and int(scraped[1]) == 0 < int(scraped[2]), done.stdout[-3000:]
     table = done.stdout[done.stdout.index("orders sent to the API"):]
     assert "every order accounted for" in table
     assert "final status, read back from the store (GET /api/v1/orders/ID)" in table

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from warren.config import Settings
 from warren.dlq import DeadLetters, Entry
@@ -83,12 +85,15 @@ def run(settings: Settings, *, keep: bool = False) -> int:
                "WARREN_SHOP_DATABASE_URL": provision_database(work_dir),
                "WARREN_API_ADMIN_TOKEN_FILE": str(token_file)}
         # Dead letters stay in their queues: `warren dlq` and the dashboard find them.
-        shop = stack.enter_context(LocalShop(env, work_dir, keep_dead_letters=True))
+        shop = stack.enter_context(LocalShop(env, work_dir, keep_dead_letters=True, metrics=True))
         dead = DeadLetters(shop.settings, POOLS, name="warren-demo")
         say(shop.migrated)
         shop.start(replicas=REPLICAS)
         api = shop.start_api()
         say(f"{len(shop.running_workers())} workers ({', '.join(POOLS)}) and the API at {api.url} are up")
+        watched = shop.workers["payments"][-1]  # not the one SIGKILLed midway
+        scrape = f"http://127.0.0.1:{shop.metrics_ports[watched.name]}/metrics"
+        before = completed_tasks(scrape)
 
         statuses: Counter[int] = Counter()
         accepted: list[str] = []
@@ -130,6 +135,8 @@ def run(settings: Settings, *, keep: bool = False) -> int:
         report = ledger.wait(accepted, timeout=5, quiet_for=0.5)
         outcome = Outcome.read_back(api, dead_letters_by_order(dead), accepted)
         outcome.show_examples()
+        say(f"curl {scrape} ({watched.name}): warren_tasks_total{{outcome=\"completed\"}} "
+            f"{before:g} -> {completed_tasks(scrape):g}")
         replay = gateway_outage(shop, api, dead, token_file.read_text())
 
         running = shop.running_workers()
@@ -270,6 +277,15 @@ def gateway_outage(shop: LocalShop, api: LocalApi, dead: DeadLetters, token: str
 
 
 WARREN_RETRIES = int(ENV["WARREN_RETRY_MAX_ATTEMPTS"])
+
+
+def completed_tasks(url: str) -> float:
+    """The sum of a worker's ``warren_tasks_total{outcome="completed"}`` series, as Prometheus scrapes them."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) if family.name == "warren_tasks"
+               for sample in family.samples
+               if sample.name == "warren_tasks_total" and sample.labels.get("outcome") == "completed")
 
 
 def _warren(shop: LocalShop, *args: str, lines: int | None = None) -> int:

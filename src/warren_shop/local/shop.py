@@ -17,7 +17,7 @@ from warren.config import Settings, settings_from_env
 from warren.testing.processes import LocalWorker, child_python_path
 from warren.topology import Subscription, apply
 from warren_shop import pipeline
-from warren_shop.local.api import LocalApi
+from warren_shop.local.api import LocalApi, free_port
 from warren_shop.store import Store
 
 
@@ -41,8 +41,10 @@ class LocalShop:
     """
 
     def __init__(self, env: Mapping[str, str], work_dir: Path, *, subscriptions: tuple[Subscription, ...] = (),
-                 keep_dead_letters: bool = False) -> None:
+                 keep_dead_letters: bool = False, metrics: bool = False) -> None:
         self.env = dict(env)
+        self.metrics = metrics
+        self.metrics_ports: dict[str, int] = {}
         self.work_dir = work_dir
         self.settings: Settings = settings_from_env(self.env)
         self.workers: dict[str, list[LocalWorker]] = {}
@@ -57,8 +59,14 @@ class LocalShop:
         self.ledger = pipeline.order_ledger(self.settings, dead_letters=not keep_dead_letters)
 
     def start_worker(self, pool: str, *, ready: bool = True, **env: str) -> LocalWorker:
+        """One more worker of ``pool``; with ``metrics`` it serves /metrics on a port of its own
+        (``metrics_ports``, by worker name)."""
         n = len(self.workers.setdefault(pool, []))
-        w = LocalWorker({**self.env, **env}, self.work_dir, pool=pool, name=f"{pool}{n + 1}")
+        name = f"{pool}{n + 1}"
+        if self.metrics:
+            self.metrics_ports[name] = free_port()
+            env = {"WARREN_METRICS_PORT": str(self.metrics_ports[name]), **env}
+        w = LocalWorker({**self.env, **env}, self.work_dir, pool=pool, name=name)
         self.workers[pool].append(w)
         return w.wait_ready() if ready else w
 
