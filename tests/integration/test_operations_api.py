@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.database import fresh_sqlite_url
 from tests.support.deadletters import dead_lettered, dlq, ids_in
 from warren.config import load
 from warren_shop.api.app import create_app
 from warren_shop.api.lookup import Kind, StatusChange
 from warren_shop.settings import ApiSettings
+from warren_shop.store import Cause, Store, orders
 
 pytestmark = pytest.mark.broker
 
@@ -30,11 +32,13 @@ def token(tmp_path: Path) -> tuple[str, Path]:
 
 
 @pytest.fixture
-def client(rig: Any, token: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """The API app in this process (real broker), as `warren-shop api` builds it from its environment."""
+def client(rig: Any, token: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+           ) -> Iterator[TestClient]:
+    """The API app in this process (real broker, a migrated shop database), as `warren-shop api`
+    builds it from its environment."""
     monkeypatch.setenv("WARREN_API_ADMIN_TOKEN_FILE", str(token[1]))
     monkeypatch.setenv("WARREN_API_POOLS", '["selftest"]')
-    with TestClient(create_app(rig.settings, load(ApiSettings))) as c:
+    with TestClient(create_app(rig.settings, load(ApiSettings), store=Store(fresh_sqlite_url(tmp_path)))) as c:
         yield c
 
 
@@ -96,8 +100,8 @@ def test_dead_letters_over_http(rig: Any, client: TestClient, token: tuple[str, 
     assert (pool["pool"], pool["ready"], pool["dead_letters"], pool["source"]) == ("selftest", 1, 1, "queue.declare")
 
 
-class Store:
-    """A status store in memory: what the lookup asks of one."""
+class Memory:
+    """A status store in memory: what the lookup asks of one that plugs in."""
 
     def history(self, kind: Kind, item_id: str) -> Sequence[StatusChange] | None:
         if (kind, item_id) != ("order", "o-1"):
@@ -106,19 +110,38 @@ class Store:
                 StatusChange(datetime(2026, 12, 1, 12, 1, tzinfo=UTC), "paid", "card")]
 
 
-def test_looking_up_a_status_history(rig: Any, client: TestClient, token: tuple[str, Path]) -> None:
+def test_looking_up_a_status_history(rig: Any, token: tuple[str, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shop's API looks up in the shop's database; without a store it says so; another plugs in."""
+    monkeypatch.setenv("WARREN_API_ADMIN_TOKEN_FILE", str(token[1]))
+    store = Store(fresh_sqlite_url(tmp_path))
+    cause = Cause("m-1", 1, "api-1", datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    store.transaction(lambda conn: orders.create(conn, order_id="o-9", customer={"email": "a@b.c"},
+                                                 items=[{"sku": "sku-apple", "quantity": 1}], total_cents=None,
+                                                 cause=cause))
+    store.transaction(lambda conn: orders.record(conn, "o-9", "failed", Cause("m-2", 3, "payments-2", cause.at),
+                                                 reason="payment_declined"))
     auth = bearer(token)
-    answer = client.get("/api/v1/admin/lookup/order/o-1", headers=auth)
-    assert answer.status_code == 501 and "not available" in answer.json()["detail"]
-    assert "Status history is not available" in client.get("/dashboard/lookup?kind=order&id=o-1", headers=auth).text
+    with TestClient(create_app(rig.settings, load(ApiSettings), store=store)) as client:
+        history = client.get("/api/v1/admin/lookup/order/o-9", headers=auth).json()["history"]
+        assert [(h["status"], h["detail"]) for h in history] == [
+            ("accepted", "message m-1, attempt 1, by api-1"),
+            ("failed", "payment_declined; message m-2, attempt 3, by payments-2")]
+        assert client.get("/api/v1/admin/lookup/notification/o-9", headers=auth).status_code == 404
+        page = client.get("/dashboard/lookup?kind=order&id=o-9", headers=auth).text
+        assert "<td>failed</td><td>payment_declined; message m-2, attempt 3, by payments-2</td>" in page
 
-    client.app.state.status_store = Store()  # type: ignore[attr-defined]
-    history = client.get("/api/v1/admin/lookup/order/o-1", headers=auth).json()["history"]
-    assert [(h["status"], h["detail"]) for h in history] == [("accepted", None), ("paid", "card")]
-    assert client.get("/api/v1/admin/lookup/order/o-2", headers=auth).status_code == 404
-    assert client.get("/api/v1/admin/lookup/parcel/o-1", headers=auth).status_code == 404
-    page = client.get("/dashboard/lookup?kind=order&id=o-1", headers=auth).text
-    assert "<td>paid</td><td>card</td>" in page
+        client.app.state.status_store = None  # type: ignore[attr-defined]
+        answer = client.get("/api/v1/admin/lookup/order/o-1", headers=auth)
+        assert answer.status_code == 501 and "not available" in answer.json()["detail"]
+        assert "Status history is not available" in client.get("/dashboard/lookup?kind=order&id=o-1",
+                                                                headers=auth).text
+
+        client.app.state.status_store = Memory()  # type: ignore[attr-defined]
+        history = client.get("/api/v1/admin/lookup/order/o-1", headers=auth).json()["history"]
+        assert [(h["status"], h["detail"]) for h in history] == [("accepted", None), ("paid", "card")]
+        assert client.get("/api/v1/admin/lookup/order/o-2", headers=auth).status_code == 404
+        assert client.get("/api/v1/admin/lookup/parcel/o-1", headers=auth).status_code == 404
 
 
 def test_the_dashboard_escapes_what_it_shows(rig: Any, client: TestClient, token: tuple[str, Path]) -> None:

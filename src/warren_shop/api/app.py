@@ -33,6 +33,7 @@ from warren.config import Settings
 from warren.errors import RequestTimeout, WarrenError
 from warren.producer import Producer
 from warren_shop.api import operations
+from warren_shop.api.lookup import ShopStatusStore
 from warren_shop.roles.common import EMAIL_PATTERN, PHONE_PATTERN, Customer, Item, Strict
 from warren_shop.settings import ApiSettings, shop_settings
 from warren_shop.store import Cause, Store, StoreUnavailable, idempotency, notifications, orders
@@ -229,6 +230,7 @@ def create_app(settings: Settings, api: ApiSettings, store: Store | None = None)
         return found or JSONResponse(status_code=404, content={"detail": f"no notification {notification_id!r}"})
 
     operations.mount(app, settings)
+    app.state.status_store = ShopStatusStore(store, retry_seconds=REQUEST_RETRY_SECONDS)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
