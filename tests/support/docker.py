@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 
-# Debian's client if present: its BuildKit needs no buildx plugin (scripts/docker.sh does the same).
-DOCKER = os.environ.get("DOCKER") or shutil.which("docker", path="/usr/bin") or "docker"
+from warren.testing.broker import free_ports
+from warren.testing.cluster import DOCKER, docker
+
+__all__ = ["DOCKER", "docker", "docker_problem", "eventually", "free_ports"]
+
 TAG = os.environ.get("IMAGE_TAG") or "dev"
 PYTHON_IMAGE, WORKER_IMAGE, API_IMAGE, OPERATOR_IMAGE = (
     f"warren-{role}:{TAG}" for role in ("python", "worker", "api", "operator"))
 RABBITMQ_IMAGE = os.environ.get("RABBITMQ_IMAGE") or f"warren-rabbitmq:{TAG}"
 # How the Helm chart runs Warren's containers.
 HARDENED = ("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([DOCKER, *args], check=False, capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done
 
 
 def docker_problem(*images: str) -> str | None:
@@ -36,17 +30,6 @@ def docker_problem(*images: str) -> str | None:
         return info.stderr.strip() or "docker info failed"
     missing = [image for image in images if docker("image", "inspect", image, check=False).returncode]
     return f"images missing: {', '.join(missing)}" if missing else None
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def eventually(check: Callable[[], bool], *, timeout: float, what: str, logs: Callable[[], str] = str) -> None:

@@ -68,8 +68,9 @@ def rabbitmq_installed() -> bool:
     return all(((_BIN_DIR / n).exists() or shutil.which(n)) for n in ("rabbitmq-server", "rabbitmqctl"))
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct ports the OS considers free on 127.0.0.1 (all sockets are held open together)."""
+def free_ports(count: int) -> list[int]:
+    """Distinct ports the OS considers free on 127.0.0.1 (all sockets are held open together),
+    none of RabbitMQ's usual ones."""
     socks = [socket.socket() for _ in range(count)]
     try:
         for sock in socks:
@@ -78,7 +79,7 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-    return _free_ports(count) if _RESERVED_PORTS.intersection(ports) else ports
+    return free_ports(count) if _RESERVED_PORTS.intersection(ports) else ports
 
 
 def _port_open(port: int) -> bool:
@@ -115,7 +116,7 @@ class LocalBroker:
         self._config = config
         self._advanced_config = advanced_config if advanced_config is not None else rabbit_advanced_config()
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=f"{name}-rabbitmq-"))
-        free = iter(_free_ports(3))
+        free = iter(free_ports(3))
         self.amqp_port = amqp_port or next(free)
         self.management_port = management_port or next(free)
         self.dist_port = dist_port or next(free)

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warren.testing.broker import rabbit_advanced_config
+from warren.testing.broker import free_ports, rabbit_advanced_config
 
+# Debian's client if present: its BuildKit needs no buildx plugin (scripts/docker.sh does the same).
 DOCKER = os.environ.get("DOCKER") or shutil.which("docker", path="/usr/bin") or "docker"
 
 
@@ -50,21 +51,11 @@ class Node:
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the docker client; RuntimeError with its stderr on failure if ``check``."""
     done = subprocess.run([DOCKER, *args], check=False, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def _poll(check: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -86,7 +77,7 @@ class DockerCluster:
         self.network = self.prefix
         self._dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self._dir.chmod(0o755)  # the image's rabbitmq user reads the mounted configuration
-        ports = iter(_free_ports(2 * size))
+        ports = iter(free_ports(2 * size))
         self.nodes = [
             Node(name=f"rabbit@r{n}", hostname=f"r{n}", container=f"{self.prefix}-r{n}",
                  amqp_port=next(ports), management_port=next(ports))

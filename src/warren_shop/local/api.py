@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,21 +12,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from warren.testing.broker import free_ports
 from warren.testing.processes import child_python_path
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalApi:
     """The API role as a process on this machine (``python -m warren_shop api``), with a tiny client."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        port = free_port()
+        (port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / "api.log"
         self._log = self.log_path.open("ab")

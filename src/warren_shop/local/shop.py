@@ -14,10 +14,11 @@ import sqlalchemy as sa
 
 from warren.broker import Session
 from warren.config import Settings, settings_from_env
+from warren.testing.broker import free_ports
 from warren.testing.processes import LocalWorker, child_python_path
 from warren.topology import Subscription, apply
 from warren_shop import pipeline
-from warren_shop.local.api import LocalApi, free_port
+from warren_shop.local.api import LocalApi
 from warren_shop.store import Store
 
 
@@ -64,7 +65,7 @@ class LocalShop:
         n = len(self.workers.setdefault(pool, []))
         name = f"{pool}{n + 1}"
         if self.metrics:
-            self.metrics_ports[name] = free_port()
+            (self.metrics_ports[name],) = free_ports(1)
             env = {"WARREN_METRICS_PORT": str(self.metrics_ports[name]), **env}
         w = LocalWorker({**self.env, **env}, self.work_dir, pool=pool, name=name)
         self.workers[pool].append(w)
