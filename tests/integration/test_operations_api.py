@@ -34,6 +34,7 @@ def client(rig: Any, token: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -
     """The API app in this process (real broker), as `warren-shop api` builds it from its environment."""
     monkeypatch.setenv("WARREN_API_ADMIN_TOKEN_FILE", str(token[1]))
     monkeypatch.setenv("WARREN_API_POOLS", '["selftest"]')
+    monkeypatch.setenv("WARREN_API_AUTH", "none")  # these tests are about the operators' token
     with TestClient(create_app(rig.settings, load(ApiSettings))) as c:
         yield c
 
@@ -59,7 +60,7 @@ def test_the_operations_need_the_token(rig: Any, client: TestClient, token: tupl
 
 
 def test_without_a_token_file_the_operations_are_off(rig: Any) -> None:
-    app = create_app(rig.settings, load(ApiSettings))
+    app = create_app(rig.settings, load(ApiSettings, auth="none"))
     with TestClient(app) as c:
         answer = c.get("/api/v1/admin/dlq", headers={"Authorization": "Bearer anything-at-all-here"})
         assert answer.status_code == 503 and "WARREN_API_ADMIN_TOKEN_FILE" in answer.json()["detail"]
