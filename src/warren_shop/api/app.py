@@ -335,6 +335,8 @@ def serve(settings: Settings, api: ApiSettings) -> int:
     """Serve until stopped; first, the database must hold this version's schema (else exit 2)."""
     import uvicorn
 
+    if api.auth == "keys":
+        key_ring(api)  # no keys, or unreadable ones: exit 2 before anything else is checked
     shop = shop_settings()
     store = Store(shop.resolved_database_url(), name="warren-api")
     store.require_schema(wait=shop.database_retry_seconds)
