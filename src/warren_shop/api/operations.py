@@ -205,7 +205,19 @@ def broker_call(call: Any) -> Any:
         raise HTTPException(status_code=503, detail=message) from None
 
 
-router = APIRouter(prefix="/api/v1/admin", tags=["operations"])
+class Problem(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+router = APIRouter(prefix="/api/v1/admin", tags=["operations"], responses={
+    401: {"model": Problem, "description": "No credentials (`WWW-Authenticate: Bearer`)."},
+    403: {"model": Problem, "description": "The wrong token, or a session that is no longer valid."},
+    404: {"model": Problem, "description": "No such pool, dead letter or item."},
+    422: {"model": Problem, "description": "A bad filter or duration, or nothing selected."},
+    501: {"model": Problem, "description": "This API has no status store."},
+    503: {"model": Problem, "description": "The operations API is off (no token file), or the broker does not "
+                                           "answer."},
+})
 
 
 @router.get("/pools")
