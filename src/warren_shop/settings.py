@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,6 +113,37 @@ class ApiSettings(BaseSettings):
         description="How long a request may wait for the broker to confirm its message (reconnecting, or "
         "the broker blocking publishers in a memory or disk alarm, included) before it answers 503, s.",
     )
+    auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="keys: every order and notification request needs an API key from WARREN_API_KEYS_FILE (the API "
+        "refuses to start without one); none: open to anyone, for local development only.",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="File, or directory of files (a mounted Secret), holding the API keys: one per line, "
+        "`NAME SCOPE[,SCOPE...] KEY` (KEY may be sha256:HEX). Re-read when it changes: rotation needs no restart.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="Largest request body accepted, bytes (counted as it arrives, chunked or not); larger: 413.",
+    )
+    body_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="A request body must arrive within this long, s; else 408."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=300,
+        description="A request's headers must arrive within this long of its first byte, s; else the connection "
+        "is closed.",
+    )
+    keep_alive_timeout: int = Field(default=5, ge=1, le=300, description="An idle keep-alive connection is closed "
+                                    "after this long, s.")
+    rate_limit: float = Field(
+        default=20.0, gt=0, le=100_000,
+        description="Requests per second each API key (or, without keys, each client address) may make, on "
+        "average; past it: 429 with Retry-After.",
+    )
+    rate_burst: int = Field(default=40, ge=1, le=1_000_000, description="Requests a key may make at once before "
+                            "the rate limit applies.")
 
 
 @functools.cache

@@ -57,6 +57,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "env": {"WARREN_LOG_LEVEL": "DEBUG"},
             "ingress": {"enabled": True, "className": "nginx", "host": "shop.example.com",
                         "tlsSecretName": "shop-tls"},
+            "auth": {"existingSecret": "shop-api-keys"},
         },
         "pools": {
             "payments": {"enabled": True, "replicas": 3, "prefetch": 2, "maxTaskSeconds": 5,

@@ -164,7 +164,7 @@ def test_generated_credentials_are_random_and_each_user_has_its_own(chart, rende
     roles = set(users(r)) - {"warren"}
     assert {s["metadata"]["name"] for s in r.of_kind("Secret")} == {
         f"{RELEASE}-rabbitmq", *(f"{RELEASE}-broker-{user}" for user in roles),
-        f"{RELEASE}-postgresql", f"{RELEASE}-database"}  # the shop database's password and its URL
+        f"{RELEASE}-postgresql", f"{RELEASE}-database", f"{RELEASE}-api-keys"}  # and the database's, the API's keys
     host = f"{RELEASE}-rabbitmq.{r.namespace}.svc.cluster.local"
     passwords = {password}
     for user in roles:
@@ -197,7 +197,8 @@ def test_an_upgrade_that_cannot_read_the_credentials_fails_instead_of_replacing_
         assert "rabbitmq.auth.usersExistingSecret" in str(raised.value)
     # With all the credentials managed outside Helm there is nothing to generate: the upgrade renders.
     upgraded = chart.render({"rabbitmq": {"auth": {"existingSecret": "rabbitmq-credentials",
-                                                   "usersExistingSecret": "rabbitmq-users"}}},
+                                                   "usersExistingSecret": "rabbitmq-users"}},
+                             "api": {"auth": {"existingSecret": "shop-api-keys"}}},
                             name=RELEASE, namespace="warren", is_upgrade=True, is_install=False)
     assert "kind: StatefulSet" in upgraded[f"{RELEASE}/templates/rabbitmq-statefulset.yaml"]
 
@@ -233,7 +234,7 @@ def test_an_external_broker_comes_from_its_secret(renders) -> None:
     r = renders["external-broker"]
     assert [s["metadata"]["name"] for s in r.of_kind("StatefulSet")] == [f"{RELEASE}-postgresql"]
     secrets = sorted(s["metadata"]["name"] for s in r.of_kind("Secret"))
-    assert secrets == [f"{RELEASE}-database", f"{RELEASE}-postgresql"]  # the database's, none for a broker
+    assert secrets == [f"{RELEASE}-api-keys", f"{RELEASE}-database", f"{RELEASE}-postgresql"]  # none for a broker
     roles = [(spec, c) for _o, spec, c in r.containers() if "WARREN_BROKER_URL_FILE" in env_of(c)]
     assert len(roles) == 2 * 8 + 1 + 3  # topology and worker per pool, the api, three test containers
     for spec, _c in roles:

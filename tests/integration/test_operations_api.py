@@ -38,6 +38,7 @@ def client(rig: Any, token: tuple[str, Path], monkeypatch: pytest.MonkeyPatch, t
     builds it from its environment."""
     monkeypatch.setenv("WARREN_API_ADMIN_TOKEN_FILE", str(token[1]))
     monkeypatch.setenv("WARREN_API_POOLS", '["selftest"]')
+    monkeypatch.setenv("WARREN_API_AUTH", "none")  # these tests are about the operators' token
     with TestClient(create_app(rig.settings, load(ApiSettings), store=Store(fresh_sqlite_url(tmp_path)))) as c:
         yield c
 
@@ -63,7 +64,7 @@ def test_the_operations_need_the_token(rig: Any, client: TestClient, token: tupl
 
 
 def test_without_a_token_file_the_operations_are_off(rig: Any) -> None:
-    app = create_app(rig.settings, load(ApiSettings))
+    app = create_app(rig.settings, load(ApiSettings, auth="none"))
     with TestClient(app) as c:
         answer = c.get("/api/v1/admin/dlq", headers={"Authorization": "Bearer anything-at-all-here"})
         assert answer.status_code == 503 and "WARREN_API_ADMIN_TOKEN_FILE" in answer.json()["detail"]
@@ -114,6 +115,7 @@ def test_looking_up_a_status_history(rig: Any, token: tuple[str, Path], tmp_path
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The shop's API looks up in the shop's database; without a store it says so; another plugs in."""
     monkeypatch.setenv("WARREN_API_ADMIN_TOKEN_FILE", str(token[1]))
+    monkeypatch.setenv("WARREN_API_AUTH", "none")  # about the operators' token
     store = Store(fresh_sqlite_url(tmp_path))
     cause = Cause("m-1", 1, "api-1", datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
     store.transaction(lambda conn: orders.create(conn, order_id="o-9", customer={"email": "a@b.c"},

@@ -220,7 +220,7 @@ def test_inventory_not_answering_is_a_clean_503(broker, tmp_path) -> None:
     session.close()
     store = Store(f"sqlite:///{tmp_path / 'shop.sqlite'}")
     store.upgrade()
-    with TestClient(create_app(settings, ApiSettings(stock_check_timeout=0.5), store)) as client:
+    with TestClient(create_app(settings, ApiSettings(auth="none", stock_check_timeout=0.5), store)) as client:
         reply = client.post("/api/v1/orders", json={"customer": {"email": "a@b.co"},
                                                     "items": [{"sku": "sku-tea", "quantity": 1}]})
     assert reply.status_code == 503
@@ -234,7 +234,7 @@ def test_broker_unavailable_is_503_and_not_ready(tmp_path) -> None:
     settings = Settings(_env_file=None, broker_url="amqp://guest:secret-pw@127.0.0.1:1/%2F")
     store = Store(f"sqlite:///{tmp_path / 'shop.sqlite'}")
     store.upgrade()
-    with TestClient(create_app(settings, ApiSettings(), store)) as client:
+    with TestClient(create_app(settings, ApiSettings(auth="none"), store)) as client:
         placed = client.post("/api/v1/orders", json={"customer": {"email": "a@b.co"},
                                                      "items": [{"sku": "sku-tea", "quantity": 1}]})
         assert placed.status_code == 503
@@ -257,7 +257,7 @@ def test_the_database_unavailable_is_503_for_reads_and_writes_and_nothing_is_pub
     session = Session.open(settings, name="test")
     apply(session, workload.build_topology(settings))
     down = Store("postgresql://warren@127.0.0.1:1/shop")  # nothing listens on port 1
-    with TestClient(create_app(settings, ApiSettings(), down)) as client:
+    with TestClient(create_app(settings, ApiSettings(auth="none"), down)) as client:
         sent = client.post("/api/v1/notifications/send", json={"type": "email", "recipient": "a@b.co",
                                                                "content": "hi"}, headers={"Idempotency-Key": "k1"})
         read = client.get("/api/v1/orders/o-1")
@@ -275,7 +275,7 @@ def test_an_idempotent_notification_is_published_once(broker, tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'shop.sqlite'}")
     store.upgrade()
     body = {"type": "sms", "recipient": "+44 20 7946 0000", "content": "Your code is 1234"}
-    with TestClient(create_app(settings, ApiSettings(), store)) as client:
+    with TestClient(create_app(settings, ApiSettings(auth="none"), store)) as client:
         first, again = (client.post("/api/v1/notifications/send", json=body, headers={"Idempotency-Key": "otp-1"})
                         for _ in range(2))
     assert first.status_code == again.status_code == 202 and again.json() == first.json()

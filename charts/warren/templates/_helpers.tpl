@@ -110,6 +110,10 @@ controller-revision-hash label adds a hash). Called with (dict "root" $ "suffix"
 {{- include "warren.suffixed" (dict "root" . "suffix" "api") }}
 {{- end }}
 
+{{- define "warren.api.keysSecret" -}}
+{{- include "warren.suffixed" (dict "root" . "suffix" "api-keys") }}
+{{- end }}
+
 {{/* Called with (dict "root" $ "pool" NAME). */}}
 {{- define "warren.worker.fullname" -}}
 {{- include "warren.suffixed" (dict "root" .root "suffix" (printf "worker-%s" .pool)) }}

@@ -4,8 +4,10 @@ lookups, for operators, behind a token; and the dashboard on top of the same ope
 The token is read from a file (a mounted Kubernetes Secret, ``WARREN_API_ADMIN_TOKEN_FILE``) on
 every request, so rotating the Secret takes effect without a restart; it is compared in constant
 time. No file configured: the operations answer 503 and say how to turn them on. A request without
-credentials gets 401, one with the wrong token 403. Programs send ``Authorization: Bearer TOKEN``;
-the dashboard signs in once and then holds a cookie derived from the token (see ``dashboard``).
+credentials gets 401, one with the wrong token 403. An API key with the ``admin`` scope
+(``WARREN_API_KEYS_FILE``, see ``auth``) is accepted as a bearer token too. Programs send
+``Authorization: Bearer TOKEN``; the dashboard signs in once and then holds a cookie derived from the
+token (see ``dashboard``).
 
 ``mount`` adds all of it, and the request metrics when ``WARREN_METRICS_PORT`` is set, to the app
 ``create_app`` builds.
@@ -120,9 +122,14 @@ def operations_of(request: Request) -> Operations:
 def authorized(request: Request) -> Operations:
     """The operations, for a request that proves it holds the token; 401 or 403 otherwise."""
     ops = operations_of(request)
-    ops.token.current()  # 503 first, when the operations API is off
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
+    keys = getattr(request.app.state, "api_keys", None)
+    if keys is not None and scheme.lower() == "bearer":
+        key = keys.find(presented.strip())
+        if key is not None and key.allows("admin"):  # an API key with the admin scope opens them too
+            return ops
+    ops.token.current()  # 503 first, when the operations API is off
     if header:
         if scheme.lower() != "bearer" or not ops.token.accepts(presented.strip()):
             raise HTTPException(status_code=403, detail="wrong token")
@@ -198,7 +205,19 @@ def broker_call(call: Any) -> Any:
         raise HTTPException(status_code=503, detail=message) from None
 
 
-router = APIRouter(prefix="/api/v1/admin", tags=["operations"])
+class Problem(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+router = APIRouter(prefix="/api/v1/admin", tags=["operations"], responses={
+    401: {"model": Problem, "description": "No credentials (`WWW-Authenticate: Bearer`)."},
+    403: {"model": Problem, "description": "The wrong token, or a session that is no longer valid."},
+    404: {"model": Problem, "description": "No such pool, dead letter or item."},
+    422: {"model": Problem, "description": "A bad filter or duration, or nothing selected."},
+    501: {"model": Problem, "description": "This API has no status store."},
+    503: {"model": Problem, "description": "The operations API is off (no token file), or the broker does not "
+                                           "answer."},
+})
 
 
 @router.get("/pools")

@@ -1,9 +1,16 @@
-"""The API role as a process on this machine, with a tiny HTTP client."""
+"""The API role as a process on this machine, with a tiny HTTP client.
+
+It is given an API key holding every scope (written to a keys file beside its log, as the chart
+mounts its Secret), and its client sends it, unless ``env`` configures the API's authentication
+itself (``WARREN_API_KEYS_FILE`` or ``WARREN_API_AUTH``). One client makes all the requests, so
+its rate limit is raised unless ``env`` sets one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -20,6 +27,14 @@ class LocalApi:
     """The API role as a process on this machine (``python -m warren_shop api``), with a tiny client."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.key: str | None = None
+        env = {"WARREN_API_RATE_LIMIT": "10000", "WARREN_API_RATE_BURST": "10000", **env}
+        if "WARREN_API_KEYS_FILE" not in env and "WARREN_API_AUTH" not in env:
+            self.key = secrets.token_urlsafe(24)
+            keys_file = log_dir / f"api-keys-{secrets.token_hex(4)}"
+            keys_file.write_text(f"local admin {self.key}\n")
+            keys_file.chmod(0o600)
+            env["WARREN_API_KEYS_FILE"] = str(keys_file)
         (port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / "api.log"
@@ -47,8 +62,10 @@ class LocalApi:
              ) -> tuple[int, Any]:
         """(status, decoded JSON body); status 0 when nothing answered."""
         data = None if body is None else json.dumps(body).encode()
+        auth = {"authorization": f"Bearer {self.key}"} if self.key else {}
         request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
+            self.url + path, data=data, method=method,
+            headers={"content-type": "application/json", **auth, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -15,10 +15,9 @@ import uuid
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import Field
-
 from warren import Pool, RetryableError, TaskContext
 from warren_shop.roles.common import Customer, Strict, runtime, shop, simulate
+from warren_shop.roles.templates import NotificationBody, render
 from warren_shop.store import Cause, database, effects
 from warren_shop.store import notifications as records
 from warren_shop.store import orders as order_records
@@ -27,14 +26,11 @@ email = Pool("email", events=("order.paid", "order.failed"))
 sms = Pool("sms", events=("shipment.created",))
 
 
-class Notification(Strict):
-    """The notification queue message: what the API accepted, with its id."""
+class Notification(NotificationBody):
+    """The notification queue message: what the API accepted, with its id. One that would render past
+    the cap is a schema violation: dead-lettered, never rendered."""
 
     id: str
-    type: Literal["email", "sms"]
-    recipient: str = Field(min_length=3, max_length=254)
-    content: str = Field(min_length=1, max_length=10_000)
-    variables: dict[str, Any] = Field(default_factory=dict)
     status: Literal["pending"] = "pending"
 
 
@@ -98,22 +94,16 @@ def deliver(*, channel: str, notification_id: str, recipient: str, content: str,
     return True
 
 
-def _render(content: str, variables: dict[str, Any]) -> str:
-    for key, value in variables.items():
-        content = content.replace("{{" + key + "}}", str(value))
-    return content
-
-
 @email.task("send", schema=Notification)
 def send_email(n: Notification, ctx: TaskContext) -> None:
     deliver(channel="email", notification_id=n.id, recipient=n.recipient,
-            content=_render(n.content, n.variables), ms=shop().email_ms, ctx=ctx)
+            content=render(n.content, n.variables), ms=shop().email_ms, ctx=ctx)
 
 
 @sms.task("send", schema=Notification)
 def send_sms(n: Notification, ctx: TaskContext) -> None:
     deliver(channel="sms", notification_id=n.id, recipient=n.recipient,
-            content=_render(n.content, n.variables), ms=shop().sms_ms, ctx=ctx)
+            content=render(n.content, n.variables), ms=shop().sms_ms, ctx=ctx)
 
 
 @email.task("order.paid", schema=OrderEnded)
