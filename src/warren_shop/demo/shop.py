@@ -305,6 +305,7 @@ def _warren(shop: LocalShop, *args: str, lines: int | None = None) -> int:
 def _keep(shop: LocalShop, api: LocalApi, token_file: Path) -> None:
     """Leave the shop running until Ctrl-C, saying how to look at it."""
     say(f"the shop keeps running (--keep). The dashboard: {api.url}/dashboard (token: {token_file.read_text()})")
+    say(f"its API key (Authorization: Bearer ...): {api.key}")
     say("in another shell, with these variables, `warren dlq list` finds its dead letters:")
     for name in ("WARREN_BROKER_URL", "WARREN_NAMESPACE", "WARREN_SHOP_DATABASE_URL"):
         print(f"    export {name}={shop.env[name]}")
