@@ -47,8 +47,16 @@ def test_the_keys_are_a_mounted_file_and_the_limits_reach_the_api(renders) -> No
             settings.rate_burst) == (65536, 10, 10, 20, 40)
 
 
+def test_the_notes_show_a_call_with_the_key(renders) -> None:
+    notes = renders["default"].notes
+    assert (f"kubectl get secret --namespace {renders['default'].namespace} {RELEASE}-api-keys "
+            "-o jsonpath='{.data.keys}'") in notes
+    assert all('-H "Authorization: Bearer $KEY"' in line for line in notes.splitlines() if "curl" in line)
+
+
 def test_an_existing_secret_replaces_the_generated_one(chart) -> None:
     r = render(chart, "default", {"api": {"auth": {"existingSecret": "shop-api-keys", "key": "api-keys"}}})
+    assert "kubectl get secret --namespace warren-default shop-api-keys -o jsonpath='{.data.api-keys}'" in r.notes
     assert f"{RELEASE}-api-keys" not in {s["metadata"]["name"] for s in r.of_kind("Secret")}
     volume = {v["name"]: v for v in r.pod("Deployment", API)["volumes"]}["api-keys"]
     assert volume["secret"]["secretName"] == "shop-api-keys"
