@@ -280,6 +280,20 @@ def _scenario(cluster: DockerCluster, namespace: str, tmp_path: Path, request: p
         cluster.wait_formed(timeout=180)
 
 
+def _undone_then_healed(cluster: DockerCluster, inflict: Callable[[Node], object], undo: Callable[[Node], object],
+                        restarts: list[bool]) -> Callable[[Node], Callable[[], None]]:
+    """A fault on the leader whose repair undoes it, then heals the cluster, noting in ``restarts``
+    whether that took restarting the node (a partition RabbitMQ did not heal by itself)."""
+    def fault(leader: Node) -> Callable[[], None]:
+        inflict(leader)
+
+        def repair() -> None:
+            undo(leader)
+            restarts.append(cluster.heal(leader))
+        return repair
+    return fault
+
+
 def test_killing_the_node_that_leads_the_work_queue_loses_no_confirmed_message(
     cluster: DockerCluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
@@ -293,16 +307,8 @@ def test_killing_the_node_that_leads_the_work_queue_loses_no_confirmed_message(
 def test_freezing_the_leader_past_the_heartbeat_timeout_then_thawing_it(
     cluster: DockerCluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
-    def fault(leader: Node) -> Callable[[], None]:
-        cluster.freeze(leader)
-
-        def thaw() -> None:
-            cluster.thaw(leader)
-            restarts.append(cluster.heal(leader))
-        return thaw
-
     restarts: list[bool] = []
-
+    fault = _undone_then_healed(cluster, cluster.freeze, cluster.thaw, restarts)
     # heartbeat 2 s: clients time out after 4 to 6 s; net_ticktime 10 s: the peers after 10 to 15 s
     _scenario(cluster, namespace, tmp_path, request, fault, hold=15, healed_by_restart=restarts)
 
@@ -311,16 +317,8 @@ def test_cutting_the_leader_off_the_network_for_30_seconds(
     cluster: DockerCluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest,
 ) -> None:
     """The minority side (the cut-off node) pauses itself and accepts nothing it cannot replicate."""
-    def fault(leader: Node) -> Callable[[], None]:
-        cluster.cut_off(leader)
-
-        def reconnect() -> None:
-            cluster.reconnect(leader)
-            restarts.append(cluster.heal(leader))
-        return reconnect
-
     restarts: list[bool] = []
-
+    fault = _undone_then_healed(cluster, cluster.cut_off, cluster.reconnect, restarts)
     _scenario(cluster, namespace, tmp_path, request, fault, hold=30, healed_by_restart=restarts)
 
 
