@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import logging
 import math
 import os
 import platform
 import secrets
-import signal
 import statistics
 import sys
 import time
@@ -48,12 +46,11 @@ from bench._children import CaseFailed, Child
 from bench._latency_consumer import POOL_NAME, TASK
 from bench._latency_record import RecordFile
 from bench._paced_publisher import Prepared, Published, publish_paced
+from bench._session import RESULTS, entry_point, private_broker
 from warren.broker.session import to_properties
 from warren.producer import task_message
-from warren.testing.broker import LocalBroker
 from warren.topology import Names
 
-RESULTS = throughput.RESULTS
 KINDS = {"warren": "warren worker", "pika": "raw pika", "celery": "celery"}
 PERCENTILES = (50, 95, 99)
 METRICS = {"start": "publish -> handler start", "ack": "publish -> ack", "confirm": "publish -> confirm"}
@@ -493,35 +490,16 @@ def celery_setup() -> str:
             "the same paced raw pika publisher with confirms")
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(parse_args(argv))
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({str(e) or 'SIGINT'}): every subprocess and the broker were stopped", file=sys.stderr)
-        return 130
-
-
 def _main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    signal.signal(signal.SIGTERM, throughput._terminate)
-    logs = RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
-    print(f"starting a private RabbitMQ node (child logs in {logs})", flush=True)
-    load_before = throughput._load_average()
-    broker = LocalBroker(name="bench")
-    try:
-        broker.start()
-        version = broker.ctl("version").stdout.strip()
-        env = Env(broker.amqp_url, logs, window=0)  # no window: the paced publisher has none
-        broker_pid = int(broker.pid_file.read_text().strip())
+    with private_broker() as bench:
+        env = Env(bench.broker.amqp_url, bench.logs, window=0)  # no window: the paced publisher has none
+        broker_pid = int(bench.broker.pid_file.read_text().strip())
         all_cases = [run_scenario(env, s, args.only, args.repeat, broker_pid) for s in scenarios(args)]
-    finally:
-        broker.destroy()
-    load = (load_before, throughput._load_average())
+        load = bench.load
     wall = time.monotonic() - began
-    print(f"\nRabbitMQ {version}, {os.cpu_count()} CPUs, {wall:.0f} s in all, load average {load[0]} before and "
-          f"{load[1]} after (other work on the machine skews the numbers)")
+    print(f"\nRabbitMQ {bench.version}, {os.cpu_count()} CPUs, {wall:.0f} s in all, load average {load[0]} before "
+          f"and {load[1]} after (other work on the machine skews the numbers)")
     print(f"Celery: {celery_setup()}")
     if args.quick:
         print("--quick: a smoke run; two short runs say little about the tail")
@@ -539,9 +517,12 @@ def _main(args: argparse.Namespace) -> int:
     if errors:
         print("\n" + "\n".join(errors))
     out = RESULTS / "latency.json"
-    _report.write_json(out, as_json(all_cases, against_pika + against_celery, context(args, version, load, wall)))
+    _report.write_json(out, as_json(all_cases, against_pika + against_celery, context(args, bench.version, load, wall)))
     print(f"\nwritten: {out}")
     return 1 if errors else 0
+
+
+main = entry_point(parse_args, _main)
 
 
 if __name__ == "__main__":

@@ -17,23 +17,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
 import os
 import platform
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
-from types import FrameType
 
 from bench import _cases, _report
 from bench._cases import Env, Measurement
 from bench._report import Outcome
-from warren.testing.broker import LocalBroker
+from bench._session import RESULTS, entry_point, private_broker
 
-RESULTS = Path(__file__).resolve().parent / "results"
 Runner = Callable[[Env], Measurement]
 
 WORKERS: dict[str, tuple[str, Callable[[Env, int, int], Measurement]]] = {
@@ -153,39 +148,12 @@ def celery_setup() -> str:
             "(Celery's default)")
 
 
-def _load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _terminate(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(parse_args(argv))
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted ({str(e) or 'SIGINT'}): every subprocess and the broker were stopped", file=sys.stderr)
-        return 130
-
-
 def _main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    signal.signal(signal.SIGTERM, _terminate)
-    logs = RESULTS / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    print(f"starting a private RabbitMQ node (child logs in {logs})", flush=True)
-    load_before = _load_average()
-    broker = LocalBroker(name="bench")
-    try:
-        broker.start()
-        version = broker.ctl("version").stdout.strip()
-        outcomes = run_all(Env(broker.amqp_url, logs, args.window), plan(args), args.repeat)
-    finally:
-        broker.destroy()
-    load = (load_before, _load_average())
-    print(f"\nRabbitMQ {version}, {os.cpu_count()} CPUs, best of {args.repeat}, load average {load[0]} before "
-          f"and {load[1]} after (other work on the machine skews the numbers)")
+    with private_broker() as bench:
+        outcomes = run_all(Env(bench.broker.amqp_url, bench.logs, args.window), plan(args), args.repeat)
+        load = bench.load
+    print(f"\nRabbitMQ {bench.version}, {os.cpu_count()} CPUs, best of {args.repeat}, load average {load[0]} "
+          f"before and {load[1]} after (other work on the machine skews the numbers)")
     print(f"Celery: {celery_setup()}")
     if args.quick:
         print("--quick: a smoke run; cases this short say little about throughput")
@@ -197,9 +165,12 @@ def _main(args: argparse.Namespace) -> int:
     if errors:
         print("\n" + errors)
     out = RESULTS / "throughput.json"
-    _report.write_json(out, _report.as_json(outcomes, context(args, version, load)))
+    _report.write_json(out, _report.as_json(outcomes, context(args, bench.version, load)))
     print(f"\nwritten: {out}")
     return 1 if errors else 0
+
+
+main = entry_point(parse_args, _main)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ listens on free local ports.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import time
@@ -136,7 +137,7 @@ def test_docker_stop_mid_task_finishes_and_acks_the_task_then_exits_0(
 @pytest.mark.broker
 @pytest.mark.postgres
 def test_api_serves_on_a_read_only_root_filesystem_and_stops_at_once(
-    run: Callable[..., Container], worker_env: dict[str, str], postgres: LocalPostgres
+    run: Callable[..., Container], worker_env: dict[str, str], postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     settings = settings_from_env(worker_env)
     session = Session.open(settings, name="test-images")
@@ -145,9 +146,14 @@ def test_api_serves_on_a_read_only_root_filesystem_and_stops_at_once(
     finally:
         session.close()
     (port,) = free_ports(1)
+    key = secrets.token_urlsafe(24)
+    keys = tmp_path / "keys"  # as the chart mounts its Secret
+    keys.write_text(f"client orders:read {key}\n")
+    keys.chmod(0o644)
     api = run(API_IMAGE, env={**worker_env, "WARREN_API_HOST": "127.0.0.1", "WARREN_API_PORT": str(port),
-                              "WARREN_SHOP_DATABASE_URL": fresh_postgres_url(postgres)},  # its readiness asks it
-              options=HARDENED)
+                              "WARREN_SHOP_DATABASE_URL": fresh_postgres_url(postgres),  # its readiness asks it
+                              "WARREN_API_KEYS_FILE": "/etc/warren/api/keys"},
+              options=(*HARDENED, "--volume", f"{keys}:/etc/warren/api/keys:ro"))
 
     def answers(path: str) -> bool:
         try:
@@ -158,6 +164,11 @@ def test_api_serves_on_a_read_only_root_filesystem_and_stops_at_once(
 
     eventually(lambda: answers("/healthz"), timeout=30, what="GET /healthz answering 200", logs=api.logs)
     eventually(lambda: answers("/readyz"), timeout=10, what="GET /readyz answering 200", logs=api.logs)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/orders/none",
+                                     headers={"Authorization": f"Bearer {key}"})
+    with pytest.raises(urllib.error.HTTPError) as unknown:  # the key from the mounted file is accepted
+        urllib.request.urlopen(request, timeout=5)
+    assert unknown.value.code == 404
     status, seconds = api.stop(timeout=10)
     assert status == 0, api.logs()
     assert seconds < 3, f"docker stop took {seconds:.1f} s\n{api.logs()}"

@@ -16,11 +16,13 @@ from warren_shop.store import Store
 
 COMMANDS = {"worker": ["warren", "worker", "payments"], "api": ["warren_shop", "api"]}
 BARE = {"PATH": "/usr/bin:/bin", "PYTHONPATH": child_python_path({})}  # this checkout's code, nothing else set
+# The API's keys are checked before its database (tests/integration/test_api_edge.py): here, none.
+OPEN = {"WARREN_API_AUTH": "none"}
 
 
 def start(command: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *COMMANDS[command]], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path, env={**BARE, "WARREN_BROKER_URL": "amqp://127.0.0.1:1/", **env})
+                          cwd=tmp_path, env={**BARE, **OPEN, "WARREN_BROKER_URL": "amqp://127.0.0.1:1/", **env})
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
