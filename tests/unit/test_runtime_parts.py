@@ -195,3 +195,50 @@ def test_a_wake_up_lost_with_its_connection_does_not_slow_the_next_one(monkeypat
     with pytest.raises(BrokerUnavailable):
         worker._serve()  # the next connection (here failing at once, as after a restart)
     assert not worker._wakeup_pending.is_set()
+
+
+class _NackingSession:
+    """A broker that nacks the first ``nacks`` publishes (a quorum queue electing a new leader)."""
+
+    def __init__(self, nacks: int) -> None:
+        self.nacks = nacks
+        self.published: list[object] = []
+        self.waited = 0.0
+
+    def publish(self, message: object, *, mandatory: bool = True) -> None:
+        from warren.errors import Nacked
+
+        if self.nacks:
+            self.nacks -= 1
+            raise Nacked("publishing to (default)/ns.p.suspect: the broker refused the message")
+        self.published.append(message)
+
+    def run(self, seconds: float) -> None:
+        import time
+
+        time.sleep(seconds)  # as the real one processes events for that long
+        self.waited += seconds
+
+
+def test_a_follow_up_the_broker_nacks_for_a_while_is_published_again_not_dead_lettered() -> None:
+    """The cluster scenario that killed a leader once dead-lettered a task as `rejected`: the move
+    to the suspect queue and then its retry were both nacked while their queues had no leader."""
+    import pytest
+
+    from warren.config import Settings
+    from warren.errors import Nacked
+    from warren.messages import Outgoing
+    from warren.testing.selftest import pool
+    from warren.worker.runtime import Worker
+
+    message = Outgoing(exchange="", routing_key="ns.selftest.suspect", body=b"{}")
+    worker = Worker(pool, Settings(_env_file=None, publish_timeout=5))
+    session = _NackingSession(nacks=3)
+    worker._publish(session, message)  # type: ignore[arg-type]
+    assert session.published == [message] and session.waited == 0.75  # events processed between tries
+
+    worker = Worker(pool, Settings(_env_file=None, publish_timeout=0.01))
+    session = _NackingSession(nacks=1_000)
+    with pytest.raises(Nacked):  # past WARREN_PUBLISH_TIMEOUT it is a refusal, as before
+        worker._publish(session, message)  # type: ignore[arg-type]
+    assert not session.published

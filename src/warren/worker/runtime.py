@@ -38,8 +38,8 @@ from types import FrameType
 from warren import topology
 from warren.broker import Session
 from warren.config import Settings
-from warren.errors import BrokerUnavailable, PublishRefused, TopologyError
-from warren.messages import Delivery
+from warren.errors import BrokerUnavailable, Nacked, PublishRefused, TopologyError
+from warren.messages import Delivery, Outgoing
 from warren.metrics import PoolMetrics
 from warren.worker.deadletter import Reason
 from warren.worker.decision import Action, Complete, DeadLetter, Defer, Failed, Isolate, Retry, decide
@@ -375,11 +375,11 @@ class Worker:
         assert session is not None
         try:
             for message in result.publishes:
-                session.publish(message)
+                self._publish(session, message)
             if result.reply is not None:
                 # Confirmed but not mandatory (see Session.publish): a caller that has gone after
                 # its timeout loses only a reply it no longer waits for.
-                session.publish(result.reply, mandatory=False)
+                self._publish(session, result.reply, mandatory=False)
             if isinstance(result.action, Complete) and result.delivery.message_id:
                 self._remember_done(result.delivery.message_id)  # should its ack be lost
             return result.action
@@ -390,13 +390,31 @@ class Worker:
             action = decide(Failed(type(e).__name__, str(e)), attempt=result.attempt, policy=self.policy)
             try:
                 for message in self.processor.follow_ups(result.delivery, action)[0]:
-                    session.publish(message)
+                    self._publish(session, message)
                 return action
             except PublishRefused as again:
                 log.error("fallback publish refused too (%s); rejecting into the queue's dead-letter exchange", again)
                 self._reject(result.delivery)
                 self._finish(result, DeadLetter(Reason.REJECTED, type(again).__name__, str(again), result.attempt))
                 return None
+
+    def _publish(self, session: Session, message: Outgoing, *, mandatory: bool = True) -> None:
+        """Publish with its confirm. A nack (the broker could not take the message now: a quorum
+        queue electing a new leader after its node was lost) is tried again every 0.25 s, events
+        processed meanwhile, for up to WARREN_PUBLISH_TIMEOUT; only then is it a refusal."""
+        deadline = time.monotonic() + self.settings.publish_timeout
+        tries = 0
+        while True:
+            try:
+                session.publish(message, mandatory=mandatory)
+                return
+            except Nacked as e:
+                if time.monotonic() >= deadline:
+                    raise
+                tries += 1
+                if tries == 1:
+                    log.warning("%s; trying again for up to %gs", e, self.settings.publish_timeout)
+                session.run(0.25)
 
     def _reject(self, delivery: Delivery) -> None:
         session = self._session
